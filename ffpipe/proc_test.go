@@ -1,0 +1,245 @@
+package ffpipe
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"ffmpeg-publisher/internal/fakeffmpeg"
+
+	"github.com/sirupsen/logrus"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	fakeffmpeg.Main()
+	goleak.VerifyTestMain(m)
+}
+
+func quietLog() *logrus.Entry {
+	l := logrus.New()
+	l.SetOutput(io.Discard)
+	return logrus.NewEntry(l)
+}
+
+func fake(t *testing.T, mode string) (Config, string) {
+	dir := t.TempDir()
+	return Config{Binary: os.Args[0], Target: "rtmp://127.0.0.1:1/live/abc", ExtraEnv: fakeffmpeg.Env(dir, mode)}, dir
+}
+
+func waitDone(t *testing.T, p *Proc) {
+	t.Helper()
+	select {
+	case <-p.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("ffmpeg did not end")
+	}
+}
+
+func TestArgs(t *testing.T) {
+	base := []string{"-hide_banner", "-nostdin", "-nostats", "-loglevel", "level+info",
+		"-fflags", "+nobuffer", "-probesize", "32", "-analyzeduration", "0"}
+	tail := []string{"-progress", "pipe:3", "-stats_period", "0.5", "-flush_packets", "1"}
+	cat := func(parts ...[]string) []string {
+		var out []string
+		for _, p := range parts {
+			out = append(out, p...)
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name string
+		cfg  Config
+		want []string
+	}{
+		{"defaults", Config{Target: "rtmp://h/live/a"}, cat(base,
+			[]string{"-f", "mp3", "-i", "pipe:0", "-vn", "-c:a", "aac", "-b:a", "64k"}, tail,
+			[]string{"-f", "flv", "-flvflags", "no_duration_filesize", "rtmp://h/live/a"})},
+		{"bitrate and webm", Config{Target: "rtmp://h/live/b", InputFormat: "webm", AudioBitrate: "128k"}, cat(base,
+			[]string{"-f", "webm", "-i", "pipe:0", "-vn", "-c:a", "aac", "-b:a", "128k"}, tail,
+			[]string{"-f", "flv", "-flvflags", "no_duration_filesize", "rtmp://h/live/b"})},
+		{"copy has no bitrate", Config{Target: "x", AudioCodec: "copy", AudioBitrate: "128k"}, cat(base,
+			[]string{"-f", "mp3", "-i", "pipe:0", "-vn", "-c:a", "copy"}, tail,
+			[]string{"-f", "flv", "-flvflags", "no_duration_filesize", "x"})},
+		{"other muxer", Config{Target: "out.ts", OutputFormat: "mpegts"}, cat(base,
+			[]string{"-f", "mp3", "-i", "pipe:0", "-vn", "-c:a", "aac", "-b:a", "64k"}, tail,
+			[]string{"-f", "mpegts", "out.ts"})},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := Args(tc.cfg); !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("Args:\n got %q\nwant %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestReason(t *testing.T) {
+	tail := []string{
+		"[info] Input #0, mp3, from 'pipe:0':",
+		"[tcp @ 0x55d0] [error] Connection to tcp://127.0.0.1:1935?tcp_nodelay=0 failed: Connection refused",
+		"[error] rtmp://127.0.0.1/live/a: Connection refused",
+	}
+	want := "Connection to tcp://127.0.0.1:1935?tcp_nodelay=0 failed: Connection refused; rtmp://127.0.0.1/live/a: Connection refused"
+	if got := Reason(tail); got != want {
+		t.Errorf("Reason = %q, want %q", got, want)
+	}
+	if got := Reason([]string{"[info] a", "[info] last words"}); got != "last words" {
+		t.Errorf("Reason without errors = %q", got)
+	}
+	if got := Reason(nil); got != "" {
+		t.Errorf("Reason(nil) = %q", got)
+	}
+}
+
+func TestStdinReachesFFmpegAndStopIsClean(t *testing.T) {
+	cfg, dir := fake(t, fakeffmpeg.Normal)
+	p, err := Start(cfg, quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := bytes.Repeat([]byte("0123456789"), 10000)
+	if _, err := p.Write(want); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.Ready():
+	case <-time.After(10 * time.Second):
+		t.Fatal("no progress report")
+	}
+	if err := p.Stop(time.Second); err != nil {
+		t.Fatalf("Stop: %v", err)
+	}
+	files := fakeffmpeg.OutputFiles(dir, "abc")
+	if len(files) != 1 {
+		t.Fatalf("want one output, got %v", files)
+	}
+	got, _ := os.ReadFile(files[0])
+	if !bytes.Equal(got, want) {
+		t.Fatalf("ffmpeg read %d bytes, want %d", len(got), len(want))
+	}
+	if pr := p.Progress(); pr.Reports == 0 || pr.TotalSize == 0 {
+		t.Errorf("progress not parsed: %+v", pr)
+	}
+	if _, err := p.Write([]byte("x")); err == nil {
+		t.Error("Write after exit succeeded")
+	}
+}
+
+func TestFailureCarriesFFmpegsReason(t *testing.T) {
+	cfg, _ := fake(t, fakeffmpeg.Fail)
+	p, err := Start(cfg, quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitDone(t, p)
+	var ee *ExitError
+	if !errors.As(p.Err(), &ee) {
+		t.Fatalf("Err = %v, want *ExitError", p.Err())
+	}
+	msg := p.Err().Error()
+	if !strings.HasPrefix(msg, "ffmpeg exited with status 1: ") || !strings.Contains(msg, "Connection refused") {
+		t.Errorf("error = %q", msg)
+	}
+	select {
+	case <-p.Ready():
+		t.Error("Ready closed for an ffmpeg that never reported progress")
+	default:
+	}
+}
+
+func TestStopKillsAnFFmpegThatIgnoresEOFAndSIGINT(t *testing.T) {
+	cfg, _ := fake(t, fakeffmpeg.IgnoreInt)
+	p, err := Start(cfg, quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Write([]byte("data"))
+	<-p.Ready()
+	err = p.Stop(100 * time.Millisecond)
+	if err == nil || !strings.Contains(err.Error(), "killed") {
+		t.Errorf("Stop = %v, want killed", err)
+	}
+	if processAlive(p.Pid()) {
+		t.Error("process still exists after Stop")
+	}
+}
+
+func TestWriteDeadlineWhenFFmpegStopsReading(t *testing.T) {
+	cfg, _ := fake(t, fakeffmpeg.NoRead)
+	p, err := Start(cfg, quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Stop(time.Millisecond)
+	p.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+	_, err = p.Write(make([]byte, 4<<20)) // more than any pipe buffer
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Write = %v, want deadline exceeded", err)
+	}
+}
+
+func TestStartMissingBinary(t *testing.T) {
+	_, err := Start(Config{Binary: filepath.Join(t.TempDir(), "no-ffmpeg"), Target: "x"}, quietLog())
+	if err == nil {
+		t.Fatal("Start of a missing binary succeeded")
+	}
+}
+
+func processAlive(pid int) bool {
+	_, err := os.Stat("/proc/" + strconv.Itoa(pid))
+	return err == nil
+}
+
+// TestRealFFmpegWritesAAC runs Debian's ffmpeg with our arguments, writing
+// FLV to a file, and checks the result with ffprobe.
+func TestRealFFmpegWritesAAC(t *testing.T) {
+	ffmpeg := requireTool(t, "ffmpeg")
+	requireTool(t, "ffprobe")
+	dir := t.TempDir()
+	mp3 := filepath.Join(dir, "in.mp3")
+	gen := exec.Command(ffmpeg, "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "sine=f=440:d=2",
+		"-ac", "1", "-ar", "16000", "-b:a", "32k", "-f", "mp3", mp3)
+	if out, err := gen.CombinedOutput(); err != nil {
+		t.Fatalf("generate mp3: %v\n%s", err, out)
+	}
+	data, _ := os.ReadFile(mp3)
+	out := filepath.Join(dir, "out.flv")
+	p, err := Start(Config{Binary: ffmpeg, Target: out}, quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Stop(10 * time.Second); err != nil {
+		t.Fatalf("ffmpeg: %v", err)
+	}
+	probe, err := exec.Command("ffprobe", "-v", "error", "-show_entries", "stream=codec_name:format=duration",
+		"-of", "default=nw=1", out).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(probe), "codec_name=aac") {
+		t.Errorf("ffprobe: %s", probe)
+	}
+}
+
+func requireTool(t *testing.T, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("%s is required in CI: %v", name, err)
+		}
+		t.Skipf("%s not installed", name)
+	}
+	return p
+}

@@ -1,0 +1,107 @@
+// Package fakeffmpeg lets a test binary stand in for ffmpeg: a package's
+// TestMain calls Main first, and tests point the ffmpeg binary at
+// os.Args[0] with the environment from Env. The fake copies stdin to a file
+// named after the last element of the target URL and its pid, writes
+// -progress reports to fd 3, and can misbehave on request (Mode).
+package fakeffmpeg
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+)
+
+const (
+	envOn   = "FAKE_FFMPEG"
+	envDir  = "FAKE_FFMPEG_DIR"
+	envMode = "FAKE_FFMPEG_MODE"
+)
+
+// Modes of misbehaviour.
+const (
+	Normal    = ""           // copy stdin until EOF, exit 0
+	Fail      = "fail"       // print a connection error and exit 1 without reading
+	FailAfter = "fail-after" // exit 1 after the first read (a publish that breaks)
+	IgnoreInt = "ignore-int" // ignore SIGINT and stdin EOF: only SIGKILL ends it
+	NoRead    = "no-read"    // never read stdin (a stalled encoder)
+)
+
+// Env returns the environment that turns a child started from the test
+// binary into the fake, writing what it reads under dir.
+func Env(dir, mode string) []string {
+	return []string{envOn + "=1", envDir + "=" + dir, envMode + "=" + mode}
+}
+
+// Main runs the fake and exits if the environment asks for it; otherwise it
+// returns at once.
+func Main() {
+	if os.Getenv(envOn) != "1" {
+		return
+	}
+	os.Exit(run(os.Args[1:], os.Getenv(envDir), os.Getenv(envMode)))
+}
+
+// OutputFiles lists what fakes wrote for a target name, in pid order.
+func OutputFiles(dir, name string) []string {
+	m, _ := filepath.Glob(filepath.Join(dir, name+".*.bin"))
+	return m
+}
+
+func run(args []string, dir, mode string) int {
+	target := "out"
+	if len(args) > 0 {
+		target = path.Base(args[len(args)-1])
+	}
+	progress := os.NewFile(3, "progress")
+	switch mode {
+	case Fail:
+		fmt.Fprintf(os.Stderr, "[tcp @ 0x5555] [error] Connection to tcp://127.0.0.1:1 failed: Connection refused\n")
+		fmt.Fprintf(os.Stderr, "[error] %s: Connection refused\n", target)
+		return 1
+	case IgnoreInt:
+		signal.Ignore(syscall.SIGINT, syscall.SIGTERM)
+	case NoRead:
+		time.Sleep(time.Hour)
+		return 0
+	}
+	out, err := os.Create(filepath.Join(dir, target+"."+strconv.Itoa(os.Getpid())+".bin"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "[fatal]", err)
+		return 1
+	}
+	defer out.Close()
+	buf := make([]byte, 32*1024)
+	var total int64
+	for {
+		n, err := os.Stdin.Read(buf)
+		if n > 0 {
+			out.Write(buf[:n])
+			total += int64(n)
+			fmt.Fprintf(progress, "total_size=%d\nout_time_us=%d\nprogress=continue\n", total, total)
+			fmt.Fprintf(os.Stderr, "size=%dkB time=00:00:00.00\r", total/1024)
+			if mode == FailAfter {
+				fmt.Fprintln(os.Stderr, "[flv @ 0x1] [error] Failed to write packet: Broken pipe")
+				return 1
+			}
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "[error] read:", err)
+			return 1
+		}
+	}
+	fmt.Fprintln(os.Stderr, "[info] done")
+	fmt.Fprintf(progress, "progress=end\n")
+	if mode == IgnoreInt {
+		time.Sleep(time.Hour)
+	}
+	return 0
+}
