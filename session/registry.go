@@ -1,0 +1,234 @@
+package session
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+
+	"github.com/sirupsen/logrus"
+)
+
+// Registry maps live IDs to sessions and to the connected publisher (a
+// WebSocket or a streaming upload) that holds an ID.
+type Registry struct {
+	cfg Config
+	log *logrus.Entry
+
+	mu       sync.Mutex // guards the fields below
+	sessions map[string]*Session
+	claims   map[string]*Publisher
+	closed   bool
+	// running holds every session whose run has not returned, including
+	// ending ones no longer in sessions; wg counts the same.
+	running map[*Session]struct{}
+	wg      sync.WaitGroup
+}
+
+// NewRegistry returns an empty registry.
+func NewRegistry(cfg Config, log *logrus.Entry) *Registry {
+	return &Registry{
+		cfg:      cfg.withDefaults(),
+		log:      log,
+		sessions: make(map[string]*Session),
+		claims:   make(map[string]*Publisher),
+		running:  make(map[*Session]struct{}),
+	}
+}
+
+// Len is the number of sessions not yet ending.
+func (r *Registry) Len() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.sessions)
+}
+
+// Info returns a snapshot of id's session.
+func (r *Registry) Info(id string) (Info, bool) {
+	r.mu.Lock()
+	s, pub := r.sessions[id], r.claims[id]
+	r.mu.Unlock()
+	if s == nil {
+		return Info{}, false
+	}
+	info := s.Info()
+	if pub != nil {
+		info.Publisher = pub.transport
+	}
+	return info, true
+}
+
+// List returns snapshots of all sessions, ordered by ID.
+func (r *Registry) List() []Info {
+	r.mu.Lock()
+	ids := make([]string, 0, len(r.sessions))
+	for id := range r.sessions {
+		ids = append(ids, id)
+	}
+	r.mu.Unlock()
+	sort.Strings(ids)
+	out := make([]Info, 0, len(ids))
+	for _, id := range ids {
+		if info, ok := r.Info(id); ok {
+			out = append(out, info)
+		}
+	}
+	return out
+}
+
+// Write appends one chunk (a legacy POST) to id's stream, creating the
+// session if there is none. It returns once the bytes are in ffmpeg's stdin.
+func (r *Registry) Write(ctx context.Context, id string, p []byte) (Result, error) {
+	return r.write(ctx, id, p, nil)
+}
+
+// End ends id's stream now, if it has a session. It does not wait.
+func (r *Registry) End(id string) bool {
+	r.mu.Lock()
+	s := r.sessions[id]
+	r.mu.Unlock()
+	if s != nil {
+		s.requestEnd("ended by the client")
+	}
+	return s != nil
+}
+
+func (r *Registry) write(ctx context.Context, id string, p []byte, pub *Publisher) (Result, error) {
+	if !ValidID(id) {
+		return Result{}, ErrInvalidID
+	}
+	// A session that ends while we wait for it sends us to its successor;
+	// twice in a row means something is ending sessions as fast as we
+	// make them, and the caller hears about it.
+	for attempt := 0; ; attempt++ {
+		s, err := r.acquire(id, pub)
+		if err != nil {
+			return Result{}, err
+		}
+		res, err := s.write(ctx, p)
+		if err == errEnded && attempt < 2 {
+			continue
+		}
+		if err == errEnded {
+			err = ErrShuttingDown
+		}
+		return res, err
+	}
+}
+
+// acquire returns id's session, creating it if needed.
+func (r *Registry) acquire(id string, pub *Publisher) (*Session, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return nil, ErrShuttingDown
+	}
+	if holder := r.claims[id]; holder != nil && holder != pub {
+		return nil, fmt.Errorf("%w (%s from %s)", ErrBusy, holder.transport, holder.remote)
+	}
+	if s := r.sessions[id]; s != nil {
+		return s, nil
+	}
+	if r.cfg.MaxSessions > 0 && len(r.sessions) >= r.cfg.MaxSessions {
+		return nil, ErrAtCapacity
+	}
+	s := newSession(id, r.cfg, r.log)
+	r.sessions[id] = s
+	r.running[s] = struct{}{}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		s.run(func() { r.remove(s) })
+		r.mu.Lock()
+		delete(r.running, s)
+		r.mu.Unlock()
+	}()
+	return s, nil
+}
+
+// remove deletes s's entry, but only if the entry is still s: a new session
+// for the same ID may already have taken its place.
+func (r *Registry) remove(s *Session) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.sessions[s.id] == s {
+		delete(r.sessions, s.id)
+	}
+}
+
+// Publisher is a connection that holds a live ID for as long as it is
+// attached: no other connection or POST may write to that ID meanwhile.
+type Publisher struct {
+	r         *Registry
+	id        string
+	transport string
+	remote    string
+}
+
+// Attach claims id for one connection. transport and remote describe it in
+// logs and in the refusal another client gets (ErrBusy).
+func (r *Registry) Attach(id, transport, remote string) (*Publisher, error) {
+	if !ValidID(id) {
+		return nil, ErrInvalidID
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return nil, ErrShuttingDown
+	}
+	if holder := r.claims[id]; holder != nil {
+		return nil, fmt.Errorf("%w (%s from %s)", ErrBusy, holder.transport, holder.remote)
+	}
+	p := &Publisher{r: r, id: id, transport: transport, remote: remote}
+	r.claims[id] = p
+	return p, nil
+}
+
+// Write hands one piece of the stream to the session.
+func (p *Publisher) Write(ctx context.Context, b []byte) (Result, error) {
+	return p.r.write(ctx, p.id, b, p)
+}
+
+// Detach releases the ID. With end, the stream ends now (the client said
+// it is done); without, the session waits out its idle timeout so the
+// client can reconnect and continue the same stream.
+func (p *Publisher) Detach(end bool) {
+	r := p.r
+	r.mu.Lock()
+	if r.claims[p.id] == p {
+		delete(r.claims, p.id)
+	}
+	s := r.sessions[p.id]
+	r.mu.Unlock()
+	if end && s != nil {
+		s.requestEnd("ended by the client")
+	}
+}
+
+// Close refuses new sessions and ends every session: stdin closed so
+// ffmpeg sends what it has. When ctx ends first, the remaining ffmpegs are
+// killed. Close returns when every session has ended.
+func (r *Registry) Close(ctx context.Context) error {
+	r.mu.Lock()
+	r.closed = true
+	all := make([]*Session, 0, len(r.running))
+	for s := range r.running {
+		all = append(all, s)
+	}
+	r.mu.Unlock()
+	for _, s := range all {
+		s.requestEnd("shutdown")
+	}
+	finished := make(chan struct{})
+	go func() { r.wg.Wait(); close(finished) }()
+	select {
+	case <-finished:
+		return nil
+	case <-ctx.Done():
+	}
+	for _, s := range all {
+		s.kill()
+	}
+	<-finished
+	return ctx.Err()
+}
