@@ -381,7 +381,7 @@ func (s *Session) startProc() error {
 	s.running = proc
 	s.ffstate = "starting"
 	s.mu.Unlock()
-	s.log.WithFields(logrus.Fields{"pid": proc.Pid(), "target": redactURL(fc.Target)}).Info("session started")
+	s.log.WithFields(logrus.Fields{"pid": proc.Pid(), "target": RedactURL(fc.Target)}).Info("session started")
 	go func() {
 		select {
 		case <-proc.Ready():
@@ -460,8 +460,8 @@ func (s *Session) procFailure() error {
 	return &UpstreamError{Reason: reason}
 }
 
-// redactURL hides a query string (RTMP servers often take a key there).
-func redactURL(u string) string {
+// RedactURL hides a query string (RTMP servers often take a key there).
+func RedactURL(u string) string {
 	if i := strings.IndexByte(u, '?'); i >= 0 {
 		return u[:i] + "?REDACTED"
 	}

@@ -1,0 +1,242 @@
+// Command ffmpeg-publisher lets clients that cannot speak RTMP go live: it
+// takes MP3 over HTTP and WebSocket and publishes one continuous RTMP stream
+// per live ID, each through one long-lived ffmpeg.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"ffmpeg-publisher/ffpipe"
+	"ffmpeg-publisher/session"
+	"ffmpeg-publisher/transport"
+	"ffmpeg-publisher/web"
+
+	"github.com/sirupsen/logrus"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// envPrefix: every flag -some-name can also be set as PUBLISHER_SOME_NAME.
+const envPrefix = "PUBLISHER_"
+
+// HTTP server limits against slow or idle clients. Bodies have their own
+// deadlines per endpoint (-body-timeout), because uploads and WebSockets
+// last as long as a stream.
+const (
+	readHeaderTimeout = 10 * time.Second
+	idleTimeout       = 120 * time.Second
+	maxHeaderBytes    = 16 << 10
+)
+
+// Config is everything the command line and environment set.
+type Config struct {
+	Listen          string
+	RTMP            string
+	FFmpeg          string
+	Key             string
+	UploadDirectory string
+	AudioBitrate    string
+	AudioCodec      string
+	IdleTimeout     time.Duration
+	MaxSessions     int
+	MaxBody         int64
+	MaxMessage      int64
+	BodyTimeout     time.Duration
+	ShutdownGrace   time.Duration
+	AllowedOrigins  string
+	LogLevel        string
+	LogFormat       string
+}
+
+// parseConfig reads flags, then fills every flag not given on the command
+// line from its environment variable.
+func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (Config, error) {
+	var c Config
+	fs := flag.NewFlagSet("ffmpeg-publisher", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.Listen, "listen", ":8081", "address to serve HTTP on")
+	fs.StringVar(&c.RTMP, "rtmp", "rtmp://127.0.0.1:1935/live", "RTMP base URL: a stream goes to <rtmp>/<id>, or to the URL with {id} replaced")
+	fs.StringVar(&c.FFmpeg, "ffmpeg", "ffmpeg", "ffmpeg executable")
+	fs.StringVar(&c.Key, "key", "testkey", `publish key clients send as key=; "" disables the check`)
+	fs.StringVar(&c.UploadDirectory, "upload-directory", "", "deprecated and ignored: no temporary files are written")
+	fs.StringVar(&c.AudioBitrate, "audio-bitrate", "64k", "AAC bitrate")
+	fs.StringVar(&c.AudioCodec, "audio-codec", "aac", `output codec: "aac", or "copy" to pass MP3 through`)
+	fs.DurationVar(&c.IdleTimeout, "idle-timeout", session.DefaultIdleTimeout, "end a stream after this long without data")
+	fs.IntVar(&c.MaxSessions, "max-sessions", 200, "most live streams at once; 0 means no limit")
+	fs.Int64Var(&c.MaxBody, "max-body", transport.DefaultMaxBody, "largest /base64 request body in bytes")
+	fs.Int64Var(&c.MaxMessage, "max-message", transport.DefaultMaxMessage, "largest WebSocket message in bytes")
+	fs.DurationVar(&c.BodyTimeout, "body-timeout", transport.DefaultBodyTimeout, "time to receive a /base64 body, or a pause in an upload")
+	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", 10*time.Second, "on SIGTERM, time for streams to flush before ffmpeg is killed")
+	fs.StringVar(&c.AllowedOrigins, "allowed-origins", "", `comma-separated origins allowed to open a WebSocket besides the server's own ("*": any)`)
+	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
+	fs.StringVar(&c.LogFormat, "log-format", "text", "text or json")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		env := envName(f.Name)
+		if v := getenv(env); v != "" && !given[f.Name] && err == nil {
+			if e := fs.Set(f.Name, v); e != nil {
+				err = fmt.Errorf("%s: %w", env, e)
+			}
+		}
+	})
+	if err != nil {
+		return c, err
+	}
+	switch {
+	case c.AudioCodec != "aac" && c.AudioCodec != "copy":
+		return c, fmt.Errorf("-audio-codec must be aac or copy, not %q", c.AudioCodec)
+	case c.LogFormat != "text" && c.LogFormat != "json":
+		return c, fmt.Errorf("-log-format must be text or json, not %q", c.LogFormat)
+	case c.IdleTimeout <= 0 || c.BodyTimeout <= 0 || c.ShutdownGrace <= 0:
+		return c, errors.New("timeouts must be positive")
+	case c.MaxBody <= 0 || c.MaxMessage <= 0 || c.MaxSessions < 0:
+		return c, errors.New("limits must be positive")
+	}
+	return c, nil
+}
+
+func envName(flagName string) string {
+	return envPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+func newLogger(c Config, out io.Writer) (*logrus.Logger, error) {
+	l := logrus.New()
+	l.SetOutput(out)
+	level, err := logrus.ParseLevel(c.LogLevel)
+	if err != nil {
+		return nil, fmt.Errorf("-log-level: %w", err)
+	}
+	l.SetLevel(level)
+	if c.LogFormat == "json" {
+		l.SetFormatter(&logrus.JSONFormatter{})
+	} else {
+		l.SetFormatter(&logrus.TextFormatter{FullTimestamp: true})
+	}
+	return l, nil
+}
+
+func main() {
+	cfg, err := parseConfig(os.Args[1:], os.Getenv, os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "ffmpeg-publisher:", err)
+		os.Exit(2)
+	}
+	logger, err := newLogger(cfg, os.Stderr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "ffmpeg-publisher:", err)
+		os.Exit(2)
+	}
+	log := logrus.NewEntry(logger)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		log.WithError(err).Fatal("cannot listen")
+	}
+	if err := serve(ctx, cfg, ln, log); err != nil {
+		log.WithError(err).Fatal("server failed")
+	}
+}
+
+// serve runs the server on ln until ctx ends, then shuts down gracefully.
+func serve(ctx context.Context, cfg Config, ln net.Listener, log *logrus.Entry) error {
+	if cfg.UploadDirectory != "" {
+		log.Warn("-upload-directory is deprecated and ignored: audio goes straight to ffmpeg, no files are written")
+	}
+	ffmpegPath, err := exec.LookPath(cfg.FFmpeg)
+	if err != nil {
+		return fmt.Errorf("ffmpeg not found (-ffmpeg %q): %w", cfg.FFmpeg, err)
+	}
+	if cfg.Key == "testkey" {
+		log.Warn("using the default key \"testkey\": set -key or PUBLISHER_KEY")
+	} else if cfg.Key == "" {
+		log.Warn("-key is empty: anyone can publish")
+	}
+	reg := session.NewRegistry(session.Config{
+		FFmpeg: ffpipe.Config{
+			Binary:       ffmpegPath,
+			AudioCodec:   cfg.AudioCodec,
+			AudioBitrate: cfg.AudioBitrate,
+		},
+		RTMPBase:    cfg.RTMP,
+		IdleTimeout: cfg.IdleTimeout,
+		MaxSessions: cfg.MaxSessions,
+	}, log)
+	var origins []string
+	for _, o := range strings.Split(cfg.AllowedOrigins, ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			origins = append(origins, o)
+		}
+	}
+	api := transport.New(transport.Config{
+		Key:            cfg.Key,
+		MaxBody:        cfg.MaxBody,
+		MaxMessage:     cfg.MaxMessage,
+		BodyTimeout:    cfg.BodyTimeout,
+		AllowedOrigins: origins,
+		Version:        version,
+		Demo:           web.Handler(),
+	}, reg, log)
+	srv := &http.Server{
+		Handler:           api.Handler(),
+		ReadHeaderTimeout: readHeaderTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          nil,
+	}
+	log.WithFields(logrus.Fields{
+		"listen": ln.Addr().String(), "rtmp": session.RedactURL(cfg.RTMP), "ffmpeg": ffmpegPath, "version": version,
+	}).Info("ffmpeg-publisher listening")
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	select {
+	case err := <-serveErr:
+		return err
+	case <-ctx.Done():
+	}
+
+	// Shutdown: stop accepting, tell WebSockets to go, end every session
+	// (stdin closed: ffmpeg sends what it was given), then wait. The
+	// grace context is fresh: ctx is already cancelled.
+	log.WithField("grace", cfg.ShutdownGrace).Info("shutting down")
+	graceCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
+	defer cancel()
+	httpDone := make(chan error, 1)
+	go func() { httpDone <- srv.Shutdown(graceCtx) }()
+	wsDone := make(chan struct{})
+	go func() { api.Shutdown(graceCtx); close(wsDone) }()
+	if err := reg.Close(graceCtx); err != nil {
+		log.WithError(err).Warn("grace period over: remaining ffmpeg processes were killed")
+	}
+	<-wsDone
+	if err := <-httpDone; err != nil {
+		srv.Close()
+	}
+	log.Info("stopped")
+	return nil
+}

@@ -1,0 +1,401 @@
+// Package transport serves the HTTP and WebSocket API: it authenticates,
+// decodes and limits requests, hands audio to the session registry and
+// turns results into replies. It never touches a process.
+package transport
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"ffmpeg-publisher/session"
+
+	"github.com/sirupsen/logrus"
+)
+
+// Config is the part of the server's configuration the handlers use.
+type Config struct {
+	// Key is the shared publish key; "" turns the check off.
+	Key string
+	// MaxBody caps a /base64 request body (the base64 text); 0 means 10 MiB.
+	MaxBody int64
+	// MaxMessage caps one WebSocket message; 0 means 1 MiB.
+	MaxMessage int64
+	// BodyTimeout bounds reading one /base64 body, and a pause between
+	// reads of a streaming upload; 0 means 30s.
+	BodyTimeout time.Duration
+	// AllowedOrigins lists extra Origins allowed to open a WebSocket
+	// ("*" allows any); the server's own host is always allowed, and so is
+	// a client that sends no Origin (apps, mini-programs).
+	AllowedOrigins []string
+	// Version is reported by GET /.
+	Version string
+	// Demo serves the in-page recorder under /demo/; nil serves nothing.
+	Demo http.Handler
+}
+
+// Defaults for the zero values of Config.
+const (
+	DefaultMaxBody     = 10 << 20
+	DefaultMaxMessage  = 1 << 20
+	DefaultBodyTimeout = 30 * time.Second
+)
+
+// Server holds the handlers' shared state.
+type Server struct {
+	cfg     Config
+	reg     *session.Registry
+	log     *logrus.Entry
+	started time.Time
+
+	// shutdown is closed when the server starts shutting down, so that
+	// hijacked WebSocket connections (which http.Server.Shutdown does not
+	// track) say goodbye.
+	shutdown     chan struct{}
+	shutdownOnce sync.Once
+	conns        sync.WaitGroup // WebSocket connections being served
+
+	bufs sync.Pool // *bytes.Buffer for decoded bodies and messages
+}
+
+// New returns the API's server state; Handler gives its routes.
+func New(cfg Config, reg *session.Registry, log *logrus.Entry) *Server {
+	if cfg.MaxBody <= 0 {
+		cfg.MaxBody = DefaultMaxBody
+	}
+	if cfg.MaxMessage <= 0 {
+		cfg.MaxMessage = DefaultMaxMessage
+	}
+	if cfg.BodyTimeout <= 0 {
+		cfg.BodyTimeout = DefaultBodyTimeout
+	}
+	return &Server{
+		cfg: cfg, reg: reg, log: log, started: time.Now(),
+		shutdown: make(chan struct{}),
+		bufs:     sync.Pool{New: func() any { return new(bytes.Buffer) }},
+	}
+}
+
+// Handler returns the routes, wrapped in access logging.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/{$}", s.handleRoot)
+	mux.Handle("/base64", s.api(s.handleBase64))
+	mux.Handle("/ws", s.api(s.handleWS))
+	mux.Handle("/live/{id}", s.api(s.handleLive))
+	if s.cfg.Demo != nil {
+		mux.Handle("/demo/", http.StripPrefix("/demo", s.cfg.Demo))
+	}
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		s.reply(w, r, http.StatusNotFound, "no such endpoint: see GET / and the README", nil)
+	})
+	return s.accessLog(mux)
+}
+
+// Shutdown tells WebSocket connections to close (code 1001) and waits for
+// them until ctx ends. Call it when http.Server.Shutdown starts.
+func (s *Server) Shutdown(ctx context.Context) {
+	s.shutdownOnce.Do(func() { close(s.shutdown) })
+	done := make(chan struct{})
+	go func() { s.conns.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+	}
+}
+
+// Errors of the request itself; session's sentinels cover the rest.
+var (
+	errMethod    = errors.New("method not allowed")
+	errKey       = errors.New("wrong or missing key")
+	errNoID      = errors.New("missing id parameter")
+	errEmptyBody = errors.New("empty body: send base64-encoded MP3")
+)
+
+// status maps an error to the HTTP status and the message the client
+// gets. This is the only place that decides replies to failures.
+func status(err error) (int, string) {
+	var (
+		ue  *session.UpstreamError
+		be  *Base64Error
+		br  *badRequest
+		mbe *http.MaxBytesError
+	)
+	switch {
+	case errors.As(err, &br):
+		return http.StatusBadRequest, br.msg
+	case errors.Is(err, errMethod):
+		return http.StatusMethodNotAllowed, err.Error()
+	case errors.Is(err, errKey):
+		return http.StatusForbidden, err.Error()
+	case errors.Is(err, errNoID), errors.Is(err, errEmptyBody), errors.Is(err, session.ErrInvalidID):
+		return http.StatusBadRequest, err.Error()
+	case errors.As(err, &be):
+		return http.StatusBadRequest, be.Error()
+	case errors.As(err, &mbe):
+		return http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", mbe.Limit)
+	case errors.Is(err, session.ErrBusy):
+		return http.StatusConflict, err.Error()
+	case errors.Is(err, session.ErrNotMP3):
+		return http.StatusUnsupportedMediaType, err.Error()
+	case errors.As(err, &ue):
+		return http.StatusBadGateway, ue.Error()
+	case errors.Is(err, session.ErrAtCapacity), errors.Is(err, session.ErrShuttingDown):
+		return http.StatusServiceUnavailable, err.Error()
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded), isTimeout(err):
+		return http.StatusRequestTimeout, "the request was not completed in time"
+	}
+	return http.StatusInternalServerError, "internal error"
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// reply writes the legacy JSON shape: errcode is 0 on success and equals
+// the HTTP status otherwise. extra fields are added to the object.
+func (s *Server) reply(w http.ResponseWriter, r *http.Request, code int, msg string, extra map[string]any) {
+	body := map[string]any{"errmsg": msg, "errcode": 0}
+	if code != http.StatusOK {
+		body["errcode"] = code
+	}
+	for k, v := range extra {
+		body[k] = v
+	}
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(body)
+}
+
+// fail replies to err and logs what the client is not told.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error, extra map[string]any) {
+	code, msg := status(err)
+	l := s.log.WithFields(logrus.Fields{"path": r.URL.Path, "remote": r.RemoteAddr, "status": code})
+	if id := requestID(r); id != "" && session.ValidID(id) {
+		l = l.WithField("id", id)
+	}
+	switch {
+	case code == http.StatusInternalServerError:
+		l.WithError(err).Error("request failed")
+	case code >= 500:
+		l.WithError(err).Warn("request failed")
+	default:
+		l.WithError(err).Info("request refused")
+	}
+	s.reply(w, r, code, msg, extra)
+}
+
+// api wraps a handler that returns an error.
+func (s *Server) api(h func(http.ResponseWriter, *http.Request) error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := h(w, r); err != nil {
+			s.fail(w, r, err, nil)
+		}
+	})
+}
+
+func requestID(r *http.Request) string {
+	if id := r.PathValue("id"); id != "" {
+		return id
+	}
+	return r.URL.Query().Get("id")
+}
+
+// checkKey compares in constant time so the key cannot be guessed from
+// response times.
+func (s *Server) checkKey(r *http.Request) error {
+	if s.cfg.Key == "" {
+		return nil
+	}
+	if subtle.ConstantTimeCompare([]byte(r.URL.Query().Get("key")), []byte(s.cfg.Key)) != 1 {
+		return errKey
+	}
+	return nil
+}
+
+// checkID validates the live ID before anything is started for it.
+func checkID(id string) error {
+	if id == "" {
+		return errNoID
+	}
+	if !session.ValidID(id) {
+		return session.ErrInvalidID
+	}
+	return nil
+}
+
+func (s *Server) handleRoot(w http.ResponseWriter, r *http.Request) {
+	up := time.Since(s.started)
+	s.reply(w, r, http.StatusOK, "ok", map[string]any{
+		"name":           "ffmpeg-publisher",
+		"version":        s.cfg.Version,
+		"uptime":         up.Round(time.Second).String(),
+		"uptime_seconds": int64(up.Seconds()),
+		"sessions":       s.reg.Len(),
+	})
+}
+
+// handleBase64 is the legacy API: POST /base64?key=K&id=ID with a base64
+// MP3 chunk. The body is decoded as it arrives into a pooled buffer and
+// written to the session in one piece once it is complete and valid, so a
+// refused chunk leaves nothing behind in the stream and a slow client does
+// not hold the ID's writer while it uploads.
+func (s *Server) handleBase64(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", "POST")
+		return errMethod
+	}
+	if err := s.checkKey(r); err != nil {
+		return err
+	}
+	id := r.URL.Query().Get("id")
+	if err := checkID(id); err != nil {
+		return err
+	}
+	http.NewResponseController(w).SetReadDeadline(time.Now().Add(s.cfg.BodyTimeout))
+	buf := s.bufs.Get().(*bytes.Buffer)
+	defer s.putBuf(buf)
+	buf.Reset()
+	body := http.MaxBytesReader(w, r.Body, s.cfg.MaxBody)
+	if _, err := buf.ReadFrom(NewBase64Reader(body)); err != nil {
+		if be := base64Problem(err); be != nil {
+			return be
+		}
+		return err
+	}
+	if buf.Len() == 0 {
+		return errEmptyBody
+	}
+	if _, err := s.reg.Write(r.Context(), id, buf.Bytes()); err != nil {
+		return err
+	}
+	s.reply(w, r, http.StatusOK, "ok", nil)
+	return nil
+}
+
+// putBuf returns a buffer to the pool unless it grew past the usual chunk
+// size, so one huge request does not pin memory for good.
+func (s *Server) putBuf(b *bytes.Buffer) {
+	if b.Cap() <= 4*DefaultMaxMessage {
+		s.bufs.Put(b)
+	}
+}
+
+// uploadPiece is how much of a streaming upload is read per write: about
+// 2 s of 128 kbps audio, small enough to keep the delay low.
+const uploadPiece = 32 << 10
+
+// handleLive streams a raw MP3 body into the ID's session as it arrives:
+// POST or PUT /live/{id}?key=K. The connection holds the ID while it
+// uploads; the end of the body ends the stream, a broken connection leaves
+// the session open for the idle timeout.
+func (s *Server) handleLive(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodPost && r.Method != http.MethodPut {
+		w.Header().Set("Allow", "POST, PUT")
+		return errMethod
+	}
+	if err := s.checkKey(r); err != nil {
+		return err
+	}
+	id := r.PathValue("id")
+	if err := checkID(id); err != nil {
+		return err
+	}
+	pub, err := s.reg.Attach(id, "upload", r.RemoteAddr)
+	if err != nil {
+		return err
+	}
+	rc := http.NewResponseController(w)
+	buf := make([]byte, uploadPiece)
+	var bytesIn int64
+	var audio time.Duration
+	ended := false
+	defer func() { pub.Detach(ended) }()
+	for {
+		rc.SetReadDeadline(time.Now().Add(s.cfg.BodyTimeout))
+		n, rerr := r.Body.Read(buf)
+		if n > 0 {
+			res, err := pub.Write(r.Context(), buf[:n])
+			if err != nil {
+				ended = true // the stream is unusable; don't keep it waiting
+				s.fail(w, r, err, map[string]any{"id": id, "bytes": bytesIn, "seconds": audio.Seconds()})
+				return nil
+			}
+			bytesIn += res.Bytes
+			audio += res.Audio
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			// The client went away or stalled: keep the session for a
+			// reconnect, and tell it what arrived if it still listens.
+			s.fail(w, r, rerr, map[string]any{"id": id, "bytes": bytesIn, "seconds": audio.Seconds()})
+			return nil
+		}
+	}
+	if bytesIn == 0 {
+		return errEmptyBody
+	}
+	ended = true
+	s.reply(w, r, http.StatusOK, "ok", map[string]any{"id": id, "bytes": bytesIn, "seconds": audio.Seconds()})
+	return nil
+}
+
+// statusRecorder remembers the status for the access log.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	if r.status == 0 {
+		r.status = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+// Unwrap lets http.ResponseController and the WebSocket upgrader reach the
+// connection.
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// accessLog writes one line per request. The query string is never
+// logged: it carries the key.
+func (s *Server) accessLog(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		rec := &statusRecorder{ResponseWriter: w}
+		next.ServeHTTP(rec, r)
+		code := rec.status
+		if code == 0 {
+			code = http.StatusOK
+		}
+		if strings.HasPrefix(r.URL.Path, "/demo/") && code < 400 {
+			return // page assets: not worth a line each
+		}
+		s.log.WithFields(logrus.Fields{
+			"method": r.Method, "path": r.URL.Path, "status": code,
+			"remote": r.RemoteAddr, "duration": time.Since(start).Round(time.Microsecond).String(),
+		}).Info("request")
+	})
+}
+
+// Hijack lets the WebSocket upgrader take the connection over.
+func (r *statusRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	if r.status == 0 {
+		r.status = http.StatusSwitchingProtocols
+	}
+	return http.NewResponseController(r.ResponseWriter).Hijack()
+}

@@ -1,0 +1,301 @@
+package transport
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"ffmpeg-publisher/session"
+
+	"github.com/gorilla/websocket"
+	"github.com/sirupsen/logrus"
+)
+
+// WebSocket timing.
+const (
+	// wsWriteWait: a status, ping or close that cannot be sent this long
+	// means the peer is gone.
+	wsWriteWait = 10 * time.Second
+	// wsPongWait: a peer that neither sends nor answers pings this long is
+	// gone; three ping periods so one lost pong is not fatal.
+	wsPongWait   = 60 * time.Second
+	wsPingPeriod = 20 * time.Second
+	// wsStatusPeriod: how often progress is reported (when it changed).
+	wsStatusPeriod = time.Second
+	// wsCloseWait: how long to wait for the peer's answer to our close.
+	wsCloseWait = 2 * time.Second
+)
+
+// closeCode maps an error to a WebSocket close code; the reason sent is
+// the same plain message an HTTP client gets.
+func closeCode(err error) int {
+	var ue *session.UpstreamError
+	switch {
+	case errors.Is(err, errKey), errors.Is(err, errNoID), errors.Is(err, session.ErrInvalidID), errors.Is(err, session.ErrBusy):
+		return websocket.ClosePolicyViolation // 1008
+	case errors.Is(err, session.ErrNotMP3):
+		return websocket.CloseUnsupportedData // 1003
+	case errors.Is(err, session.ErrAtCapacity):
+		return websocket.CloseTryAgainLater // 1013
+	case errors.Is(err, session.ErrShuttingDown):
+		return websocket.CloseGoingAway // 1001
+	case errors.As(err, &ue):
+		return websocket.CloseInternalServerErr // 1011
+	}
+	return websocket.CloseInternalServerErr
+}
+
+// checkOrigin allows clients without an Origin header (apps, mini-programs,
+// command-line tools), pages from the server's own host, and the
+// configured origins. Anything else could be a foreign page using a
+// visitor's browser to publish.
+func (s *Server) checkOrigin(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	u, err := url.Parse(origin)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(u.Host, r.Host) {
+		return true
+	}
+	for _, allowed := range s.cfg.AllowedOrigins {
+		if allowed == "*" || strings.EqualFold(strings.TrimRight(allowed, "/"), origin) {
+			return true
+		}
+	}
+	return false
+}
+
+// wsConn is one WebSocket publisher. The handler goroutine reads; writeLoop
+// is the only writer (gorilla allows one of each).
+type wsConn struct {
+	s    *Server
+	conn *websocket.Conn
+	id   string
+	log  *logrus.Entry
+
+	out        chan map[string]any // status messages for the writer
+	closeReq   chan *websocket.CloseError
+	writerDone chan struct{}
+}
+
+// handleWS: GET /ws?id=ID&key=K, then binary messages of MP3. Refusals
+// after the upgrade are a status message and a close code, because a
+// browser cannot read the HTTP status of a failed handshake.
+func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", "GET")
+		return errMethod
+	}
+	if !websocket.IsWebSocketUpgrade(r) {
+		return &badRequest{"this endpoint takes a WebSocket connection"}
+	}
+	up := websocket.Upgrader{
+		ReadBufferSize:   16 << 10,
+		WriteBufferSize:  4 << 10,
+		HandshakeTimeout: wsWriteWait,
+		CheckOrigin:      s.checkOrigin,
+		Error: func(w http.ResponseWriter, r *http.Request, code int, reason error) {
+			s.reply(w, r, code, reason.Error(), nil)
+		},
+	}
+	conn, err := up.Upgrade(w, r, nil)
+	if err != nil {
+		return nil // the upgrader replied
+	}
+	s.conns.Add(1)
+	defer s.conns.Done()
+	defer conn.Close()
+
+	id := r.URL.Query().Get("id")
+	c := &wsConn{
+		s: s, conn: conn, id: id,
+		log:        s.log.WithFields(logrus.Fields{"remote": r.RemoteAddr, "transport": "websocket"}),
+		out:        make(chan map[string]any, 8),
+		closeReq:   make(chan *websocket.CloseError, 1),
+		writerDone: make(chan struct{}),
+	}
+	go c.writeLoop()
+	defer func() { <-c.writerDone }()
+
+	err = s.checkKey(r)
+	if err == nil {
+		err = checkID(id)
+	}
+	var pub *session.Publisher
+	if err == nil {
+		c.log = c.log.WithField("id", id)
+		pub, err = s.reg.Attach(id, "websocket", r.RemoteAddr)
+	}
+	if err != nil {
+		c.refuse(err)
+		return nil
+	}
+	c.log.Info("websocket publisher connected")
+	c.send(map[string]any{"type": "ready", "id": id, "max_message": s.cfg.MaxMessage})
+	end := c.readLoop(pub)
+	pub.Detach(end)
+	c.log.WithField("ended", end).Info("websocket publisher disconnected")
+	return nil
+}
+
+// badRequest is a 400 with its own message.
+type badRequest struct{ msg string }
+
+func (e *badRequest) Error() string { return e.msg }
+
+// readLoop feeds binary messages to the session until the connection
+// ends. It reports whether the client ended the stream (close code 1000).
+// Writing blocks while ffmpeg is slow, so reading stops and TCP pushes
+// back on the client: nothing queues here.
+func (c *wsConn) readLoop(pub *session.Publisher) bool {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	max := c.s.cfg.MaxMessage
+	c.conn.SetReadDeadline(time.Now().Add(wsPongWait))
+	c.conn.SetPongHandler(func(string) error {
+		return c.conn.SetReadDeadline(time.Now().Add(wsPongWait))
+	})
+	buf := c.s.bufs.Get().(*bytes.Buffer)
+	defer c.s.putBuf(buf)
+	for {
+		kind, rd, err := c.conn.NextReader()
+		if err != nil {
+			if websocket.IsCloseError(err, websocket.CloseNormalClosure) {
+				return true
+			}
+			if websocket.IsUnexpectedCloseError(err, websocket.CloseGoingAway, websocket.CloseNoStatusReceived) {
+				c.log.WithError(err).Info("websocket dropped")
+			}
+			return false
+		}
+		c.conn.SetReadDeadline(time.Now().Add(wsPongWait))
+		if kind != websocket.BinaryMessage {
+			io.Copy(io.Discard, io.LimitReader(rd, max))
+			c.send(map[string]any{"type": "error", "id": c.id,
+				"errmsg": "text messages are not accepted: send the audio as binary messages"})
+			continue
+		}
+		buf.Reset()
+		if _, err := buf.ReadFrom(io.LimitReader(rd, max+1)); err != nil {
+			return false
+		}
+		if int64(buf.Len()) > max {
+			c.close(websocket.CloseMessageTooBig, fmt.Sprintf("message larger than %d bytes", max))
+			return false
+		}
+		if buf.Len() == 0 {
+			continue
+		}
+		if _, err := pub.Write(ctx, buf.Bytes()); err != nil {
+			c.refuse(err)
+			return false
+		}
+	}
+}
+
+// refuse reports err to the client and closes the connection.
+func (c *wsConn) refuse(err error) {
+	code := closeCode(err)
+	_, msg := status(err)
+	var br *badRequest
+	if errors.As(err, &br) {
+		msg = br.msg
+	}
+	if code >= 1011 {
+		c.log.WithError(err).Warn("closing websocket")
+	} else {
+		c.log.WithError(err).Info("closing websocket")
+	}
+	c.close(code, msg)
+}
+
+// send queues a status message; it is dropped if the writer is gone.
+func (c *wsConn) send(m map[string]any) {
+	select {
+	case c.out <- m:
+	case <-c.writerDone:
+	}
+}
+
+// close sends an error status and a close frame, then waits briefly for
+// the peer's answer.
+func (c *wsConn) close(code int, msg string) {
+	select {
+	case c.closeReq <- &websocket.CloseError{Code: code, Text: msg}:
+	default:
+	}
+	<-c.writerDone
+	c.conn.SetReadDeadline(time.Now().Add(wsCloseWait))
+	for {
+		if _, _, err := c.conn.NextReader(); err != nil {
+			return
+		}
+	}
+}
+
+// closeReason trims a reason to what fits in a close frame (123 bytes).
+func closeReason(msg string) string {
+	if len(msg) > 123 {
+		return msg[:120] + "..."
+	}
+	return msg
+}
+
+func (c *wsConn) writeLoop() {
+	defer close(c.writerDone)
+	ping := time.NewTicker(wsPingPeriod)
+	defer ping.Stop()
+	tick := time.NewTicker(wsStatusPeriod)
+	defer tick.Stop()
+	var last session.Info
+	write := func(m map[string]any) bool {
+		c.conn.SetWriteDeadline(time.Now().Add(wsWriteWait))
+		return c.conn.WriteJSON(m) == nil
+	}
+	goodbye := func(code int, text string) {
+		if code != websocket.CloseNormalClosure {
+			write(map[string]any{"type": "error", "id": c.id, "code": code, "errmsg": text})
+		}
+		c.conn.WriteControl(websocket.CloseMessage,
+			websocket.FormatCloseMessage(code, closeReason(text)), time.Now().Add(wsWriteWait))
+	}
+	for {
+		select {
+		case m := <-c.out:
+			if !write(m) {
+				return
+			}
+		case ce := <-c.closeReq:
+			goodbye(ce.Code, ce.Text)
+			return
+		case <-c.s.shutdown:
+			goodbye(websocket.CloseGoingAway, session.ErrShuttingDown.Error())
+			c.conn.SetReadDeadline(time.Now().Add(wsCloseWait)) // unblock the reader
+			return
+		case <-ping.C:
+			if c.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(wsWriteWait)) != nil {
+				return
+			}
+		case <-tick.C:
+			info, ok := c.s.reg.Info(c.id)
+			if !ok || info == last {
+				continue
+			}
+			last = info
+			if !write(map[string]any{"type": "status", "id": c.id, "state": info.State,
+				"ffmpeg": info.FFmpeg, "pid": info.PID, "bytes": info.Bytes, "seconds": info.Seconds}) {
+				return
+			}
+		}
+	}
+}
