@@ -220,4 +220,3 @@ func FuzzScanner(f *testing.F) {
 		}
 	})
 }
-

@@ -5,18 +5,18 @@
 //
 // A session's life:
 //
-//	new ──first audio──> live ──end requested──> ending ──ffmpeg reaped──> ended
-//	 │                                              ^
-//	 └────────── refused first chunk, idle ─────────┘
+//		new ──first audio──> live ──end requested──> ending ──ffmpeg reaped──> ended
+//		 │                                              ^
+//		 └────────── refused first chunk, idle ─────────┘
 //
-//   - new: created by the first data for an ID; no ffmpeg yet.
-//   - live: ffmpeg started with the first audio frame.
-//   - ending: an end was requested (idle timeout, explicit end, ffmpeg
-//     exited, a write timed out, shutdown). The session has left the
-//     registry, so new data for the ID starts a new session; writers still
-//     queued get errEnded and retry there.
-//   - ended: stdin closed, ffmpeg flushed and was reaped (or killed after a
-//     grace); Done is closed.
+//	  - new: created by the first data for an ID; no ffmpeg yet.
+//	  - live: ffmpeg started with the first audio frame.
+//	  - ending: an end was requested (idle timeout, explicit end, ffmpeg
+//	    exited, a write timed out, shutdown). The session has left the
+//	    registry, so new data for the ID starts a new session; writers still
+//	    queued get errEnded and retry there.
+//	  - ended: stdin closed, ffmpeg flushed and was reaped (or killed after a
+//	    grace); Done is closed.
 //
 // Only run moves a session from live to ending to ended, so the transitions
 // cannot happen twice; requestEnd only records why.

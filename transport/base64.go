@@ -34,7 +34,9 @@ type b64Filter struct {
 
 const maxDataURLPrefix = 200
 
-func isSpace(c byte) bool { return c == ' ' || c == '\n' || c == '\r' || c == '\t' || c == '\f' || c == '\v' }
+func isSpace(c byte) bool {
+	return c == ' ' || c == '\n' || c == '\r' || c == '\t' || c == '\f' || c == '\v'
+}
 
 func (f *b64Filter) fail(format string, args ...any) error {
 	f.err = &Base64Error{Msg: fmt.Sprintf(format, args...)}
