@@ -160,9 +160,9 @@ func (s *mp3Scanner) started() bool { return s.stats.Frames > 0 }
 
 // feed scans p (after whatever was carried) and returns the whole audio
 // frames it completes. The returned slice is valid until the next call.
-// A stream that has not started and shows no frame in its first
-// notMP3Limit bytes, or a first write with no frame in it at all, gets
-// ErrNotMP3; the scanner is then reset so the refused bytes leave no trace.
+// A write that is nothing but bytes that are not MP3, or a stream that
+// shows no frame in its first notMP3Limit bytes, gets ErrNotMP3; a stream
+// that had not started is reset so the refused bytes leave no trace.
 func (s *mp3Scanner) feed(p []byte) ([]byte, error) {
 	startedBefore := s.started()
 	s.carry = append(s.carry, p...)
@@ -233,15 +233,21 @@ func (s *mp3Scanner) feed(p []byte) ([]byte, error) {
 		s.stats.Frames++
 		s.stats.Audio += h.duration()
 	}
-	s.stats.Garbage += int64(garbage)
-	if !startedBefore && len(out) == 0 {
-		s.startGarbage += garbage
+	if len(out) == 0 && garbage > 0 {
+		// Nothing but garbage in this write (nothing held back either),
+		// or too much of it at the start of a stream: refuse the write.
 		pending := len(buf) - i
-		if s.startGarbage > notMP3Limit || (garbage > 0 && pending == 0 && s.skip == 0) {
-			*s = mp3Scanner{out: out}
+		s.startGarbage += garbage
+		if (pending == 0 && s.skip == 0) || (!startedBefore && s.startGarbage > notMP3Limit) {
+			if !startedBefore {
+				*s = mp3Scanner{out: out}
+			} else {
+				s.carry = s.carry[:0]
+			}
 			return nil, ErrNotMP3
 		}
 	}
+	s.stats.Garbage += int64(garbage)
 	// Keep the unconsumed tail at the front of carry for the next call.
 	s.carry = append(s.carry[:0], buf[i:]...)
 	s.out = out
@@ -264,4 +270,15 @@ func (s *mp3Scanner) flush() []byte {
 	s.stats.Frames++
 	s.stats.Audio += h.duration()
 	return frame
+}
+
+// MP3Duration returns the audio in data as the session would count it:
+// whole layer III frames, tags and header frames left out.
+func MP3Duration(data []byte) time.Duration {
+	var s mp3Scanner
+	if _, err := s.feed(data); err != nil {
+		return 0
+	}
+	s.flush()
+	return s.stats.Audio
 }

@@ -154,12 +154,20 @@ func TestScannerStripsPerChunkFileHeaders(t *testing.T) {
 func TestScannerSkipsGarbageMidStream(t *testing.T) {
 	var s mp3Scanner
 	a := frames(hdrV2Mono, 3, 0x55)
-	got := feedAll(t, &s, a, []byte("garbage\xff\xfe junk"), a)
+	junk := []byte("garbage\xff\xfe junk")
+	got := feedAll(t, &s, a, append(append([]byte{}, junk...), a...))
 	if !bytes.Equal(got, append(append([]byte{}, a...), a...)) {
 		t.Fatalf("got %d bytes", len(got))
 	}
-	if s.stats.Garbage != int64(len("garbage\xff\xfe junk")) {
+	if s.stats.Garbage != int64(len(junk)) {
 		t.Errorf("garbage = %d", s.stats.Garbage)
+	}
+	// A write of nothing but junk is refused, and the stream goes on.
+	if _, err := s.feed(junk); !errors.Is(err, ErrNotMP3) {
+		t.Errorf("junk write: %v", err)
+	}
+	if got := feedAll(t, &s, a); !bytes.Equal(got, a) {
+		t.Errorf("after junk: %d bytes", len(got))
 	}
 }
 

@@ -281,6 +281,9 @@ func (s *Server) handleBase64(w http.ResponseWriter, r *http.Request) error {
 	if _, err := s.reg.Write(r.Context(), id, buf.Bytes()); err != nil {
 		return err
 	}
+	if r.URL.Query().Get("end") == "1" {
+		s.reg.End(id) // the client's last chunk: flush and close the publish now
+	}
 	s.reply(w, r, http.StatusOK, "ok", nil)
 	return nil
 }
