@@ -1,0 +1,288 @@
+// Package rtmptest runs the real parts for end-to-end tests: nginx with the
+// RTMP module on a free loopback port, recording every publish session to
+// its own FLV, and ffmpeg/ffprobe to make test audio and to measure what
+// arrived.
+package rtmptest
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// RTMPModule is where Debian's libnginx-mod-rtmp installs the module.
+const RTMPModule = "/usr/lib/nginx/modules/ngx_rtmp_module.so"
+
+// Require returns the path of each tool. A missing tool skips the test on a
+// developer machine and fails it in CI (CI is set), where the end-to-end
+// tests must run.
+func Require(t testing.TB, tools ...string) []string {
+	t.Helper()
+	var paths []string
+	for _, tool := range tools {
+		p, err := exec.LookPath(tool)
+		if err == nil && tool == "nginx" {
+			if _, err = os.Stat(RTMPModule); err != nil {
+				err = fmt.Errorf("libnginx-mod-rtmp is not installed: %w", err)
+			}
+		}
+		if err != nil {
+			if os.Getenv("CI") != "" {
+				t.Fatalf("%s is required for the end-to-end tests in CI: %v", tool, err)
+			}
+			t.Skipf("%s not available (run `make deps`): %v", tool, err)
+		}
+		paths = append(paths, p)
+	}
+	return paths
+}
+
+// Server is a running nginx-rtmp.
+type Server struct {
+	Dir    string // nginx prefix: config, logs, temp paths
+	RecDir string // one FLV per publish session
+	Addr   string // 127.0.0.1:port
+	URL    string // rtmp://127.0.0.1:port/live
+	cmd    *exec.Cmd
+	exited chan struct{}
+}
+
+const config = `load_module %[1]s;
+%[2]s
+daemon off;
+master_process on;
+worker_processes 1;
+pid %[3]s/nginx.pid;
+error_log %[3]s/error.log info;
+events { worker_connections 4096; }
+rtmp {
+    server {
+        listen %[4]s;
+        chunk_size 4096;
+        application live {
+            live on;
+            record all;
+            record_path %[5]s;
+            record_unique on;
+            record_append on;
+        }
+    }
+}
+`
+
+// Start runs nginx-rtmp until the test ends.
+func Start(t testing.TB) *Server {
+	t.Helper()
+	nginx := Require(t, "nginx")[0]
+	dir := t.TempDir()
+	s := &Server{Dir: dir, RecDir: filepath.Join(dir, "rec")}
+	if err := os.MkdirAll(s.RecDir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	for attempt := 0; ; attempt++ {
+		err := s.start(nginx)
+		if err == nil {
+			break
+		}
+		if attempt == 4 {
+			t.Fatalf("nginx-rtmp did not start: %v\n%s", err, s.ErrorLog())
+		}
+	}
+	t.Cleanup(s.stop)
+	return s
+}
+
+func (s *Server) start(nginx string) error {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	s.Addr = ln.Addr().String()
+	ln.Close() // nginx takes the port; another process grabbing it first means a retry
+	s.URL = "rtmp://" + s.Addr + "/live"
+	user := ""
+	if os.Geteuid() == 0 {
+		user = "user root;" // workers must be able to write recordings
+	}
+	conf := filepath.Join(s.Dir, "nginx.conf")
+	if err := os.WriteFile(conf, fmt.Appendf(nil, config, RTMPModule, user, s.Dir, s.Addr, s.RecDir), 0o644); err != nil {
+		return err
+	}
+	os.Remove(filepath.Join(s.Dir, "error.log"))
+	s.cmd = exec.Command(nginx, "-p", s.Dir, "-c", conf, "-e", filepath.Join(s.Dir, "error.log"))
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := s.cmd.Start(); err != nil {
+		return err
+	}
+	s.exited = make(chan struct{})
+	go func() { s.cmd.Wait(); close(s.exited) }()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		select {
+		case <-s.exited:
+			return fmt.Errorf("nginx exited")
+		default:
+		}
+		if c, err := net.DialTimeout("tcp", s.Addr, time.Second); err == nil {
+			c.Close()
+			return nil
+		}
+	}
+	s.stop()
+	return fmt.Errorf("nginx not listening on %s", s.Addr)
+}
+
+func (s *Server) stop() {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return
+	}
+	syscall.Kill(-s.cmd.Process.Pid, syscall.SIGTERM) // fast shutdown; the master ends its workers
+	select {
+	case <-s.exited:
+	case <-time.After(5 * time.Second):
+		syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+		<-s.exited
+	}
+}
+
+// Signal sends sig to nginx's master and workers (SIGSTOP/SIGCONT to
+// freeze it).
+func (s *Server) Signal(sig syscall.Signal) error { return syscall.Kill(-s.cmd.Process.Pid, sig) }
+
+// ErrorLog returns nginx's log.
+func (s *Server) ErrorLog() string {
+	b, _ := os.ReadFile(filepath.Join(s.Dir, "error.log"))
+	return string(b)
+}
+
+// PublishCount is how many times a stream called name was published.
+func (s *Server) PublishCount(name string) int {
+	re := regexp.MustCompile(`publish: name='` + regexp.QuoteMeta(name) + `' `)
+	return len(re.FindAllString(s.ErrorLog(), -1))
+}
+
+// Recordings lists the FLV files recorded for name.
+func (s *Server) Recordings(name string) []string {
+	m, _ := filepath.Glob(filepath.Join(s.RecDir, name+"-*.flv"))
+	return m
+}
+
+// Recorded describes what arrived at the RTMP server for one stream.
+type Recorded struct {
+	Files    int
+	Codecs   string   // audio codec of each file, comma-separated
+	Duration float64  // seconds of audio, over all files
+	Rate     int      // sample rate of the last file
+}
+
+// WaitRecorded waits until name was published at least publishes times and
+// its recordings stopped growing, then measures them with ffprobe.
+func (s *Server) WaitRecorded(t testing.TB, name string, publishes int) Recorded {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	var last Recorded
+	stable := 0
+	for {
+		r := s.measure(t, name)
+		if r == last && s.PublishCount(name) >= publishes {
+			stable++
+		} else {
+			stable = 0
+		}
+		last = r
+		if stable >= 3 && r.Files > 0 {
+			return r
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("recordings of %s did not settle: %+v", name, r)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func (s *Server) measure(t testing.TB, name string) Recorded {
+	var r Recorded
+	for _, f := range s.Recordings(name) {
+		codec, rate, dur := Probe(t, f)
+		r.Files++
+		if r.Codecs != "" {
+			r.Codecs += ","
+		}
+		r.Codecs += codec
+		r.Duration += dur
+		r.Rate = rate
+	}
+	return r
+}
+
+// Probe returns the audio codec, sample rate and duration of a media file,
+// the duration measured from its packets: the last one's end minus the
+// first one's start.
+func Probe(t testing.TB, file string) (codec string, rate int, seconds float64) {
+	t.Helper()
+	out, err := exec.Command("ffprobe", "-v", "error", "-select_streams", "a:0",
+		"-show_entries", "stream=codec_name,sample_rate", "-of", "default=nw=1", file).Output()
+	if err != nil {
+		return "", 0, 0 // a file nginx has just created
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		k, v, _ := strings.Cut(line, "=")
+		switch k {
+		case "codec_name":
+			codec = v
+		case "sample_rate":
+			rate, _ = strconv.Atoi(v)
+		}
+	}
+	out, err = exec.Command("ffprobe", "-v", "error", "-select_streams", "a:0",
+		"-show_entries", "packet=pts_time,duration_time", "-of", "csv=p=0", file).Output()
+	if err != nil {
+		return codec, rate, 0
+	}
+	first, end := -1.0, 0.0
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		pts, dur, _ := strings.Cut(line, ",")
+		p, err1 := strconv.ParseFloat(pts, 64)
+		d, err2 := strconv.ParseFloat(strings.TrimRight(dur, ","), 64)
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		if first < 0 {
+			first = p
+		}
+		end = max(end, p+d)
+	}
+	if first < 0 {
+		return codec, rate, 0
+	}
+	return codec, rate, end - first
+}
+
+// MP3 makes a sine tone of the given length as MP3. With bare, it is only
+// frames (no ID3 tag, no Xing header), as a recorder's frame callback gives.
+func MP3(t testing.TB, seconds float64, rate, channels int, bitrate string, bare bool) []byte {
+	t.Helper()
+	args := []string{"-hide_banner", "-loglevel", "error", "-f", "lavfi",
+		"-i", fmt.Sprintf("sine=f=440:d=%g:r=%d", seconds, rate),
+		"-ac", strconv.Itoa(channels), "-ar", strconv.Itoa(rate), "-b:a", bitrate}
+	if bare {
+		args = append(args, "-write_xing", "0", "-id3v2_version", "0")
+	}
+	args = append(args, "-f", "mp3", "pipe:1")
+	var stderr bytes.Buffer
+	cmd := exec.Command("ffmpeg", args...)
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("ffmpeg: %v\n%s", err, stderr.String())
+	}
+	return out
+}

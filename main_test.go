@@ -1,0 +1,307 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"ffmpeg-publisher/internal/rtmptest"
+	"ffmpeg-publisher/session"
+
+	"github.com/gorilla/websocket"
+	"github.com/sirupsen/logrus"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+func TestConfigFlagsAndEnvironment(t *testing.T) {
+	env := map[string]string{
+		"PUBLISHER_RTMP":         "rtmp://env/live",
+		"PUBLISHER_KEY":          "envkey",
+		"PUBLISHER_IDLE_TIMEOUT": "5s",
+		"PUBLISHER_MAX_SESSIONS": "7",
+	}
+	c, err := parseConfig([]string{"-key", "flagkey", "-listen", ":9000"}, func(k string) string { return env[k] }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Key != "flagkey" || c.RTMP != "rtmp://env/live" || c.IdleTimeout != 5*time.Second ||
+		c.MaxSessions != 7 || c.Listen != ":9000" || c.AudioBitrate != "64k" {
+		t.Errorf("config = %+v", c)
+	}
+	for _, bad := range [][]string{{"-audio-codec", "opus"}, {"-log-format", "xml"}, {"-idle-timeout", "0s"}, {"extra"}} {
+		if _, err := parseConfig(bad, func(string) string { return "" }, io.Discard); err == nil {
+			t.Errorf("%v accepted", bad)
+		}
+	}
+	if _, err := parseConfig(nil, func(k string) string {
+		if k == "PUBLISHER_MAX_BODY" {
+			return "lots"
+		}
+		return ""
+	}, io.Discard); err == nil || !strings.Contains(err.Error(), "PUBLISHER_MAX_BODY") {
+		t.Errorf("bad environment value: %v", err)
+	}
+	if _, err := parseConfig([]string{"-upload-directory", "/tmp/x"}, func(string) string { return "" }, io.Discard); err != nil {
+		t.Errorf("the deprecated -upload-directory must still be accepted: %v", err)
+	}
+}
+
+// publisher is the whole server, in process, on a loopback port.
+type publisher struct {
+	URL    string
+	client *http.Client
+}
+
+func startPublisher(t *testing.T, rtmpURL string, mod func(*Config)) *publisher {
+	t.Helper()
+	cfg, err := parseConfig([]string{"-rtmp", rtmpURL, "-key", "secret", "-idle-timeout", "3s"}, func(string) string { return "" }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	if testing.Verbose() {
+		log.SetOutput(os.Stderr)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, cfg, ln, logrus.NewEntry(log)) }()
+	p := &publisher{URL: "http://" + ln.Addr().String(), client: &http.Client{Timeout: 30 * time.Second}}
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+		p.client.CloseIdleConnections()
+	})
+	return p
+}
+
+type reply struct {
+	Errmsg  string  `json:"errmsg"`
+	Errcode int     `json:"errcode"`
+	Bytes   int64   `json:"bytes"`
+	Seconds float64 `json:"seconds"`
+}
+
+func (p *publisher) post(t *testing.T, path string, body io.Reader) (int, reply) {
+	t.Helper()
+	resp, err := p.client.Post(p.URL+path, "text/plain", body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var r reply
+	if err := json.NewDecoder(resp.Body).Decode(&r); err != nil {
+		t.Fatalf("reply: %v", err)
+	}
+	return resp.StatusCode, r
+}
+
+// paced calls send(i) for each of n chunks at the moment chunk i is due in
+// real time.
+func paced(n int, every time.Duration, send func(i int)) {
+	start := time.Now()
+	for i := 0; i < n; i++ {
+		time.Sleep(time.Until(start.Add(time.Duration(i) * every)))
+		send(i)
+	}
+}
+
+// postChunks sends chunks as legacy base64 POSTs at real-time pace, the last
+// with end=1.
+func (p *publisher) postChunks(t *testing.T, id string, chunks [][]byte, every time.Duration) {
+	paced(len(chunks), every, func(i int) {
+		q := "/base64?key=secret&id=" + id
+		if i == len(chunks)-1 {
+			q += "&end=1"
+		}
+		code, r := p.post(t, q, strings.NewReader(base64.StdEncoding.EncodeToString(chunks[i])))
+		if code != 200 || r.Errcode != 0 || r.Errmsg != "ok" {
+			t.Errorf("chunk %d: %d %+v", i, code, r)
+		}
+	})
+}
+
+// splitEvery cuts data into pieces of n bytes, wherever that falls.
+func splitEvery(data []byte, n int) [][]byte {
+	var out [][]byte
+	for len(data) > 0 {
+		k := min(n, len(data))
+		out = append(out, data[:k])
+		data = data[k:]
+	}
+	return out
+}
+
+// checkArrived asserts what the RTMP server recorded for id: one publish
+// session, AAC, and the audio that was sent, within 5%.
+func checkArrived(t *testing.T, rtmp *rtmptest.Server, id string, sent time.Duration) {
+	t.Helper()
+	rec := rtmp.WaitRecorded(t, id, 1)
+	if n := rtmp.PublishCount(id); n != 1 {
+		t.Errorf("%s: %d publish sessions at the RTMP server, want 1", id, n)
+	}
+	if rec.Files != 1 || rec.Codecs != "aac" {
+		t.Errorf("%s: recordings %+v, want one AAC file", id, rec)
+	}
+	want := sent.Seconds()
+	if rec.Duration < want*0.95 || rec.Duration > want*1.05 {
+		t.Errorf("%s: recorded %.3f s, sent %.3f s", id, rec.Duration, want)
+	} else {
+		t.Logf("%s: recorded %.3f s of %.3f s sent (%s, %d Hz)", id, rec.Duration, want, rec.Codecs, rec.Rate)
+	}
+}
+
+// TestEndToEnd runs the real server against Debian's ffmpeg and nginx-rtmp
+// and checks what the RTMP server received. The streams run in parallel,
+// each at real-time pace, which also shows that IDs stay separate.
+func TestEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end tests take about 15 s")
+	}
+	rtmptest.Require(t, "ffmpeg", "ffprobe", "nginx", "curl")
+	rtmp := rtmptest.Start(t)
+	pub := startPublisher(t, rtmp.URL, nil)
+
+	// 16 kHz mono, as mini-program recorders send: 144-byte frames of 36 ms.
+	mono16 := rtmptest.MP3(t, 10.08, 16000, 1, "32k", true)
+
+	t.Run("base64 posts of 500 ms", func(t *testing.T) {
+		t.Parallel()
+		pub.postChunks(t, "posts", splitEvery(mono16, 14*144), 504*time.Millisecond)
+		checkArrived(t, rtmp, "posts", session.MP3Duration(mono16))
+	})
+	t.Run("chunks cut mid-frame, 44.1 kHz stereo", func(t *testing.T) {
+		t.Parallel()
+		stereo := rtmptest.MP3(t, 10, 44100, 2, "128k", false)
+		pub.postChunks(t, "cut", splitEvery(stereo, len(stereo)/20+1), 500*time.Millisecond)
+		checkArrived(t, rtmp, "cut", session.MP3Duration(stereo))
+	})
+	t.Run("every chunk a file with ID3 and Xing", func(t *testing.T) {
+		t.Parallel()
+		var chunks [][]byte
+		var all []byte
+		for i := 0; i < 20; i++ {
+			c := rtmptest.MP3(t, 0.5, 16000, 1, "32k", false)
+			if !bytes.HasPrefix(c, []byte("ID3")) {
+				t.Fatal("ffmpeg wrote no ID3 tag")
+			}
+			chunks = append(chunks, c)
+			all = append(all, c...)
+		}
+		pub.postChunks(t, "files", chunks, 500*time.Millisecond)
+		checkArrived(t, rtmp, "files", session.MP3Duration(all))
+	})
+	t.Run("8 kHz MPEG-2.5", func(t *testing.T) {
+		t.Parallel()
+		mono8 := rtmptest.MP3(t, 10.08, 8000, 1, "16k", true) // 144-byte frames of 72 ms
+		pub.postChunks(t, "mpeg25", splitEvery(mono8, 7*144), 504*time.Millisecond)
+		checkArrived(t, rtmp, "mpeg25", session.MP3Duration(mono8))
+	})
+	t.Run("websocket frames of 100 ms", func(t *testing.T) {
+		t.Parallel()
+		c, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(pub.URL, "http")+"/ws?id=ws&key=secret", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		var reading sync.WaitGroup
+		reading.Add(1)
+		go func() { // status messages, until the server's close
+			defer reading.Done()
+			for {
+				if _, _, err := c.ReadMessage(); err != nil {
+					return
+				}
+			}
+		}()
+		pieces := splitEvery(mono16, 400) // 32 kbps: 400 bytes = 100 ms
+		paced(len(pieces), 100*time.Millisecond, func(i int) {
+			if err := c.WriteMessage(websocket.BinaryMessage, pieces[i]); err != nil {
+				t.Errorf("message %d: %v", i, err)
+			}
+		})
+		c.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""))
+		reading.Wait()
+		checkArrived(t, rtmp, "ws", session.MP3Duration(mono16))
+	})
+	t.Run("raw upload from ffmpeg -re", func(t *testing.T) {
+		t.Parallel()
+		dir := t.TempDir()
+		in := dir + "/in.mp3"
+		data := rtmptest.MP3(t, 10, 22050, 1, "48k", false)
+		os.WriteFile(in, data, 0o644)
+		out, err := exec.Command("ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-i", in,
+			"-c", "copy", "-f", "mp3", "-method", "POST", pub.URL+"/live/ffclient?key=secret").CombinedOutput()
+		if err != nil {
+			t.Fatalf("ffmpeg client: %v\n%s", err, out)
+		}
+		checkArrived(t, rtmp, "ffclient", session.MP3Duration(data))
+	})
+	t.Run("raw upload from curl -T", func(t *testing.T) {
+		t.Parallel()
+		dir := t.TempDir()
+		data := rtmptest.MP3(t, 5, 44100, 2, "128k", false)
+		os.WriteFile(dir+"/in.mp3", data, 0o644)
+		out, err := exec.Command("curl", "-sS", "-T", dir+"/in.mp3", pub.URL+"/live/curl?key=secret").Output()
+		if err != nil {
+			t.Fatalf("curl: %v", err)
+		}
+		var r reply
+		if json.Unmarshal(out, &r); r.Errcode != 0 || r.Bytes != int64(len(data)) || r.Seconds < 4.9 {
+			t.Fatalf("curl reply: %s", out)
+		}
+		checkArrived(t, rtmp, "curl", session.MP3Duration(data))
+	})
+	t.Run("three ids at once", func(t *testing.T) {
+		t.Parallel()
+		five := rtmptest.MP3(t, 5.04, 16000, 1, "32k", true)
+		var wg sync.WaitGroup
+		for _, id := range []string{"multi-a", "multi-b", "multi-c"} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				pub.postChunks(t, id, splitEvery(five, 14*144), 504*time.Millisecond)
+			}()
+		}
+		wg.Wait()
+		for _, id := range []string{"multi-a", "multi-b", "multi-c"} {
+			checkArrived(t, rtmp, id, session.MP3Duration(five))
+		}
+	})
+	t.Run("unreachable RTMP server", func(t *testing.T) {
+		t.Parallel()
+		ln, _ := net.Listen("tcp", "127.0.0.1:0")
+		dead := "rtmp://" + ln.Addr().String() + "/live"
+		ln.Close()
+		p := startPublisher(t, dead, nil)
+		start := time.Now()
+		code, r := p.post(t, "/base64?key=secret&id=nowhere", strings.NewReader(base64.StdEncoding.EncodeToString(mono16[:2016])))
+		if code != 502 || r.Errcode != 502 || !strings.Contains(r.Errmsg, "Connection refused") {
+			t.Fatalf("got %d %+v, want 502 with ffmpeg's reason", code, r)
+		}
+		t.Logf("502 after %s: %s", time.Since(start).Round(time.Millisecond), r.Errmsg)
+	})
+}
