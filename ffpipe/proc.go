@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
 )
 
 // Stop stages. ffmpeg exits on stdin EOF after flushing, which takes a few
@@ -303,6 +304,23 @@ func (p *Proc) Write(b []byte) (int, error) { return p.stdin.Write(b) }
 // SetWriteDeadline bounds the next writes: a Write blocked on a full pipe
 // returns os.ErrDeadlineExceeded after t.
 func (p *Proc) SetWriteDeadline(t time.Time) error { return p.stdin.SetWriteDeadline(t) }
+
+// Pending is how many bytes written to stdin ffmpeg has not read yet.
+func (p *Proc) Pending() (int, error) {
+	rc, err := p.stdin.SyscallConn() // not Fd(): that would make the pipe blocking
+	if err != nil {
+		return 0, err
+	}
+	var n int
+	var ioErr error
+	err = rc.Control(func(fd uintptr) {
+		n, ioErr = unix.IoctlGetInt(int(fd), unix.TIOCINQ) // FIONREAD
+	})
+	if err == nil {
+		err = ioErr
+	}
+	return n, err
+}
 
 // CloseInput closes stdin: ffmpeg flushes what it has and exits.
 func (p *Proc) CloseInput() error {

@@ -243,3 +243,16 @@ func requireTool(t *testing.T, name string) string {
 	}
 	return p
 }
+
+func TestPendingCountsUnreadInput(t *testing.T) {
+	cfg, _ := fake(t, fakeffmpeg.NoRead)
+	p, err := Start(cfg, quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Stop(time.Millisecond)
+	p.Write(make([]byte, 1000))
+	if n, err := p.Pending(); err != nil || n != 1000 {
+		t.Fatalf("Pending = %d, %v; want 1000", n, err)
+	}
+}

@@ -94,8 +94,14 @@ func (r *Registry) End(id string) bool {
 }
 
 func (r *Registry) write(ctx context.Context, id string, p []byte, pub *Publisher) (Result, error) {
+	res, _, err := r.writeTo(ctx, id, p, pub)
+	return res, err
+}
+
+// writeTo is write, also returning the session written to.
+func (r *Registry) writeTo(ctx context.Context, id string, p []byte, pub *Publisher) (Result, *Session, error) {
 	if !ValidID(id) {
-		return Result{}, ErrInvalidID
+		return Result{}, nil, ErrInvalidID
 	}
 	// A session that ends while we wait for it sends us to its successor;
 	// twice in a row means something is ending sessions as fast as we
@@ -103,16 +109,16 @@ func (r *Registry) write(ctx context.Context, id string, p []byte, pub *Publishe
 	for attempt := 0; ; attempt++ {
 		s, err := r.acquire(id, pub)
 		if err != nil {
-			return Result{}, err
+			return Result{}, nil, err
 		}
-		res, err := s.write(ctx, p)
+		res, err := s.write(ctx, p, pub == nil)
 		if err == errEnded && attempt < 2 {
 			continue
 		}
 		if err == errEnded {
 			err = ErrShuttingDown
 		}
-		return res, err
+		return res, s, err
 	}
 }
 
@@ -163,6 +169,9 @@ type Publisher struct {
 	id        string
 	transport string
 	remote    string
+
+	mu   sync.Mutex // guards last
+	last *Session   // the session this publisher last wrote to
 }
 
 // Attach claims id for one connection. transport and remote describe it in
@@ -186,7 +195,26 @@ func (r *Registry) Attach(id, transport, remote string) (*Publisher, error) {
 
 // Write hands one piece of the stream to the session.
 func (p *Publisher) Write(ctx context.Context, b []byte) (Result, error) {
-	return p.r.write(ctx, p.id, b, p)
+	res, s, err := p.r.writeTo(ctx, p.id, b, p)
+	if s != nil {
+		p.mu.Lock()
+		p.last = s
+		p.mu.Unlock()
+	}
+	return res, err
+}
+
+// Failure tells whether the session this publisher last wrote to ended
+// because ffmpeg or the RTMP server failed: a connection that writes
+// without waiting for the publish learns it here.
+func (p *Publisher) Failure() error {
+	p.mu.Lock()
+	s := p.last
+	p.mu.Unlock()
+	if s == nil {
+		return nil
+	}
+	return s.Err()
 }
 
 // Detach releases the ID. With end, the stream ends now (the client said

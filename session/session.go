@@ -173,6 +173,7 @@ type Session struct {
 	bytes     int64
 	audio     time.Duration
 	endReason string
+	err       *UpstreamError // why the session failed, if it did
 	running   *ffpipe.Proc // proc, for kill, which does not hold wsem
 }
 
@@ -222,6 +223,26 @@ func (s *Session) requestEnd(reason string) {
 	}
 	s.endReason = reason
 	close(s.endReq)
+}
+
+// fail ends the session because its ffmpeg failed; Err reports err.
+func (s *Session) fail(err *UpstreamError) {
+	s.mu.Lock()
+	if s.err == nil && s.endReason == "" {
+		s.err = err
+	}
+	s.mu.Unlock()
+	s.requestEnd(err.Error())
+}
+
+// Err is why the session failed, or nil if it did not (yet).
+func (s *Session) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err == nil {
+		return nil // not a typed nil
+	}
+	return s.err
 }
 
 // run waits for a reason to end, then ends the session. remove takes the
@@ -297,8 +318,12 @@ func (s *Session) kill() {
 
 // write hands p to ffmpeg. It waits for earlier writers (giving up when
 // ctx ends), starts ffmpeg with the stream's first audio, and returns once
-// the bytes are in ffmpeg's stdin.
-func (s *Session) write(ctx context.Context, p []byte) (Result, error) {
+// the bytes are in ffmpeg's stdin. With awaitStart, the write that started
+// ffmpeg then waits (without holding the writer lock) until ffmpeg has
+// opened its output, so an unreachable RTMP server fails this request
+// rather than a later one: one-shot POSTs want that, connections learn it
+// from status messages instead.
+func (s *Session) write(ctx context.Context, p []byte, awaitStart bool) (Result, error) {
 	select {
 	case s.wsem <- struct{}{}:
 	case <-ctx.Done():
@@ -306,12 +331,21 @@ func (s *Session) write(ctx context.Context, p []byte) (Result, error) {
 	case <-s.endReq:
 		return Result{}, errEnded
 	}
-	defer func() { <-s.wsem }()
+	res, started, err := s.writeLocked(p)
+	<-s.wsem
+	if err == nil && started != nil && awaitStart {
+		err = s.awaitPublish(started)
+	}
+	return res, err
+}
 
+// writeLocked does write's work. Must hold wsem. It returns the ffmpeg it
+// started, if this write started one.
+func (s *Session) writeLocked(p []byte) (Result, *ffpipe.Proc, error) {
 	s.mu.Lock()
 	if s.endReason != "" {
 		s.mu.Unlock()
-		return Result{}, errEnded
+		return Result{}, nil, errEnded
 	}
 	s.inflight++
 	s.lastData = time.Now()
@@ -332,24 +366,19 @@ func (s *Session) write(ctx context.Context, p []byte) (Result, error) {
 			if s.proc == nil {
 				s.requestEnd("first data was not MP3")
 			}
-			return Result{}, err
+			return Result{}, nil, err
 		}
 	}
-	first := false
+	var started *ffpipe.Proc
 	if s.proc == nil && len(data) > 0 {
 		if err := s.startProc(); err != nil {
-			return Result{}, err
+			return Result{}, nil, err
 		}
-		first = true
+		started = s.proc
 	}
 	if len(data) > 0 {
 		if err := s.writeProc(data); err != nil {
-			return Result{}, err
-		}
-	}
-	if first {
-		if err := s.awaitPublish(); err != nil {
-			return Result{}, err
+			return Result{}, nil, err
 		}
 	}
 	var audio time.Duration
@@ -361,7 +390,7 @@ func (s *Session) write(ctx context.Context, p []byte) (Result, error) {
 	s.audio += audio
 	info := s.infoLocked()
 	s.mu.Unlock()
-	return Result{Bytes: int64(len(p)), Audio: audio, Total: info}, nil
+	return Result{Bytes: int64(len(p)), Audio: audio, Total: info}, started, nil
 }
 
 // startProc starts ffmpeg. Must hold wsem.
@@ -397,7 +426,7 @@ func (s *Session) startProc() error {
 		s.ffstate = "exited"
 		s.mu.Unlock()
 		if err := proc.Err(); err != nil {
-			s.requestEnd(err.Error())
+			s.fail(&UpstreamError{Reason: strings.TrimPrefix(err.Error(), "ffmpeg ")})
 		} else {
 			s.requestEnd("ffmpeg exited")
 		}
@@ -413,51 +442,69 @@ func (s *Session) writeProc(data []byte) error {
 		return nil
 	}
 	if errors.Is(err, os.ErrDeadlineExceeded) {
-		reason := fmt.Sprintf("ffmpeg took no input for %s", s.cfg.WriteTimeout)
-		s.log.Warn(reason)
-		s.requestEnd(reason)
-		return &UpstreamError{Reason: reason}
+		err := &UpstreamError{Reason: fmt.Sprintf("ffmpeg took no input for %s", s.cfg.WriteTimeout)}
+		s.log.Warn(err.Reason)
+		s.fail(err)
+		return err
 	}
 	// The pipe broke: ffmpeg is exiting. Its exit status says why.
 	select {
 	case <-s.proc.Done():
 	case <-time.After(s.cfg.StartTimeout):
 	}
-	return s.procFailure()
+	return s.procFailure(s.proc)
 }
 
-// awaitPublish waits until the first write made ffmpeg open its output, so
-// that an unreachable RTMP server fails this write instead of a later one.
-// Must hold wsem.
-func (s *Session) awaitPublish() error {
-	t := time.NewTimer(s.cfg.StartTimeout)
-	defer t.Stop()
-	select {
-	case <-s.proc.Ready():
-		return nil
-	case <-s.proc.Done():
-		return s.procFailure()
-	case <-t.C:
-		// ffmpeg may need more input before it opens the output (a
-		// tiny first chunk); the bytes are in its stdin, so accept them.
-		s.log.Debugf("ffmpeg not publishing %s after the first write", s.cfg.StartTimeout)
-		return nil
+// starveWait: ffmpeg reads about 1 KiB of MP3 before it opens its output;
+// when it has read all it was given and still has not, it is waiting for
+// more input, and a first chunk that small is acknowledged after this
+// rather than after StartTimeout. Measured: from the last byte of a large
+// enough chunk to ffmpeg's first report takes ~0.22 s on loopback.
+const starveWait = 500 * time.Millisecond
+
+// awaitPublish waits until proc has opened its output (published), failed,
+// or is starved of input.
+func (s *Session) awaitPublish(proc *ffpipe.Proc) error {
+	timeout := time.NewTimer(s.cfg.StartTimeout)
+	defer timeout.Stop()
+	poll := time.NewTicker(10 * time.Millisecond)
+	defer poll.Stop()
+	var drained time.Time
+	for {
+		select {
+		case <-proc.Ready():
+			return nil
+		case <-proc.Done():
+			return s.procFailure(proc)
+		case <-timeout.C:
+			s.log.Debugf("ffmpeg not publishing %s after the first write", s.cfg.StartTimeout)
+			return nil
+		case now := <-poll.C:
+			if n, err := proc.Pending(); err != nil || n > 0 {
+				drained = time.Time{}
+			} else if drained.IsZero() {
+				drained = now
+			} else if now.Sub(drained) >= starveWait {
+				return nil // ffmpeg waits for more input; the bytes are in
+			}
+		}
 	}
 }
 
-func (s *Session) procFailure() error {
+func (s *Session) procFailure(proc *ffpipe.Proc) error {
 	reason := "ffmpeg stopped reading its input"
 	select {
-	case <-s.proc.Done():
-		if err := s.proc.Err(); err != nil {
+	case <-proc.Done():
+		if err := proc.Err(); err != nil {
 			reason = strings.TrimPrefix(err.Error(), "ffmpeg ")
 		} else {
 			reason = "ffmpeg exited"
 		}
 	default:
 	}
-	s.requestEnd(reason)
-	return &UpstreamError{Reason: reason}
+	err := &UpstreamError{Reason: reason}
+	s.fail(err)
+	return err
 }
 
 // RedactURL hides a query string (RTMP servers often take a key there).

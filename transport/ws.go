@@ -82,6 +82,7 @@ type wsConn struct {
 	conn *websocket.Conn
 	id   string
 	log  *logrus.Entry
+	pub  *session.Publisher // nil if the connection was refused; set before writeLoop starts
 
 	out        chan map[string]any // status messages for the writer
 	closeReq   chan *websocket.CloseError
@@ -124,26 +125,24 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) error {
 		closeReq:   make(chan *websocket.CloseError, 1),
 		writerDone: make(chan struct{}),
 	}
-	go c.writeLoop()
-	defer func() { <-c.writerDone }()
-
 	err = s.checkKey(r)
 	if err == nil {
 		err = checkID(id)
 	}
-	var pub *session.Publisher
 	if err == nil {
 		c.log = c.log.WithField("id", id)
-		pub, err = s.reg.Attach(id, "websocket", r.RemoteAddr)
+		c.pub, err = s.reg.Attach(id, "websocket", r.RemoteAddr)
 	}
+	go c.writeLoop()
+	defer func() { <-c.writerDone }()
 	if err != nil {
 		c.refuse(err)
 		return nil
 	}
 	c.log.Info("websocket publisher connected")
 	c.send(map[string]any{"type": "ready", "id": id, "max_message": s.cfg.MaxMessage})
-	end := c.readLoop(pub)
-	pub.Detach(end)
+	end := c.readLoop()
+	c.pub.Detach(end)
 	c.log.WithField("ended", end).Info("websocket publisher disconnected")
 	return nil
 }
@@ -157,7 +156,7 @@ func (e *badRequest) Error() string { return e.msg }
 // ends. It reports whether the client ended the stream (close code 1000).
 // Writing blocks while ffmpeg is slow, so reading stops and TCP pushes
 // back on the client: nothing queues here.
-func (c *wsConn) readLoop(pub *session.Publisher) bool {
+func (c *wsConn) readLoop() bool {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	max := c.s.cfg.MaxMessage
@@ -196,7 +195,7 @@ func (c *wsConn) readLoop(pub *session.Publisher) bool {
 		if buf.Len() == 0 {
 			continue
 		}
-		if _, err := pub.Write(ctx, buf.Bytes()); err != nil {
+		if _, err := c.pub.Write(ctx, buf.Bytes()); err != nil {
 			c.refuse(err)
 			return false
 		}
@@ -287,6 +286,16 @@ func (c *wsConn) writeLoop() {
 				return
 			}
 		case <-tick.C:
+			if c.pub == nil {
+				continue
+			}
+			if err := c.pub.Failure(); err != nil {
+				_, msg := status(err)
+				c.log.WithError(err).Warn("closing websocket")
+				goodbye(closeCode(err), msg)
+				c.conn.SetReadDeadline(time.Now().Add(wsCloseWait))
+				return
+			}
 			info, ok := c.s.reg.Info(c.id)
 			if !ok || info == last {
 				continue

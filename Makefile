@@ -1,0 +1,56 @@
+# ffmpeg-publisher: `make run` brings up a local RTMP server and the
+# publisher; `make test` runs every test. Both install what they need.
+
+GO        ?= go
+BIN       := ffmpeg-publisher
+VERSION   := $(shell git describe --always --dirty 2>/dev/null || echo dev)
+# System packages: ffmpeg (encoder, and ffprobe for the tests), nginx with
+# the RTMP module (the local RTMP server), curl (a test client).
+DEBS      := ffmpeg nginx libnginx-mod-rtmp curl
+SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# End-to-end tests stream in real time, in parallel: allow more parallel
+# tests than cores, they mostly wait.
+TESTFLAGS ?= -race -count=1 -parallel 16 -timeout 15m
+
+.PHONY: all build deps run test test-short fuzz vet clean
+
+all: build
+
+build:
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) .
+
+# Installs the Debian packages that are missing (apt-get update first).
+deps:
+	@missing=$$(for p in $(DEBS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing:" $$missing; \
+		$(SUDO) apt-get update -q && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	else echo "system packages present:" $(DEBS); fi
+
+# A local nginx-rtmp on 127.0.0.1:1935 and the publisher on :8081.
+run: deps build
+	./deploy/run-local.sh ./$(BIN)
+
+test: deps
+	$(GO) vet ./...
+	$(GO) test $(TESTFLAGS) ./...
+
+# The quick loop: fake ffmpeg only, no real-time streams.
+test-short:
+	$(GO) test -short -count=1 ./...
+
+# Runs each fuzzer for FUZZTIME; crashers land in testdata/fuzz and are
+# replayed by every plain test run.
+FUZZTIME ?= 60s
+fuzz:
+	$(GO) test ./session -run '^$$' -fuzz FuzzScanner -fuzztime $(FUZZTIME)
+	$(GO) test ./transport -run '^$$' -fuzz FuzzBase64Reader -fuzztime $(FUZZTIME)
+	$(GO) test ./session -run '^$$' -fuzz FuzzValidID -fuzztime $(FUZZTIME)
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo "gofmt needed"; exit 1; }
+
+clean:
+	rm -rf $(BIN) .run
