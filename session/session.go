@@ -174,7 +174,7 @@ type Session struct {
 	audio     time.Duration
 	endReason string
 	err       *UpstreamError // why the session failed, if it did
-	running   *ffpipe.Proc // proc, for kill, which does not hold wsem
+	running   *ffpipe.Proc   // proc, for kill, which does not hold wsem
 }
 
 func newSession(id string, cfg Config, log *logrus.Entry) *Session {
