@@ -15,10 +15,12 @@ import (
 	"os/exec"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"ffmpeg-publisher/ffpipe"
+	"ffmpeg-publisher/metrics"
 	"ffmpeg-publisher/session"
 	"ffmpeg-publisher/transport"
 	"ffmpeg-publisher/web"
@@ -59,6 +61,13 @@ type Config struct {
 	AllowedOrigins  string
 	LogLevel        string
 	LogFormat       string
+	TokenSecret     string
+	AdminKey        string
+	RateRequests    float64
+	RateSessions    float64
+	TLSCert         string
+	TLSKey          string
+	DrainDelay      time.Duration
 }
 
 // parseConfig reads flags, then fills every flag not given on the command
@@ -83,6 +92,13 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.StringVar(&c.AllowedOrigins, "allowed-origins", "", `comma-separated origins allowed to open a WebSocket besides the server's own ("*": any)`)
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "text or json")
+	fs.StringVar(&c.TokenSecret, "token-secret", "", "secret that signs publish tokens; empty disables tokens")
+	fs.StringVar(&c.AdminKey, "admin-key", "", "key for the stream API and token minting; empty turns them off")
+	fs.Float64Var(&c.RateRequests, "rate-requests", 50, "API requests per second per client IP (bursts of twice that); 0: no limit")
+	fs.Float64Var(&c.RateSessions, "rate-sessions", 2, "new streams per second per client IP (bursts of 5 or twice that); 0: no limit")
+	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate: serve HTTPS and WSS (with -tls-key)")
+	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key for -tls-cert")
+	fs.DurationVar(&c.DrainDelay, "drain-delay", 0, "on SIGTERM, report not ready and keep serving this long before closing streams")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -110,8 +126,12 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 		return c, fmt.Errorf("-log-format must be text or json, not %q", c.LogFormat)
 	case c.IdleTimeout <= 0 || c.BodyTimeout <= 0 || c.ShutdownGrace <= 0:
 		return c, errors.New("timeouts must be positive")
-	case c.MaxBody <= 0 || c.MaxMessage <= 0 || c.MaxSessions < 0:
+	case c.MaxBody <= 0 || c.MaxMessage <= 0 || c.MaxSessions < 0 || c.RateRequests < 0 || c.RateSessions < 0:
 		return c, errors.New("limits must be positive")
+	case (c.TLSCert == "") != (c.TLSKey == ""):
+		return c, errors.New("-tls-cert and -tls-key go together")
+	case c.DrainDelay < 0:
+		return c, errors.New("-drain-delay must not be negative")
 	}
 	return c, nil
 }
@@ -137,6 +157,9 @@ func newLogger(c Config, out io.Writer) (*logrus.Logger, error) {
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "token" {
+		os.Exit(tokenCommand(os.Args[2:], os.Getenv, os.Stdout, os.Stderr))
+	}
 	cfg, err := parseConfig(os.Args[1:], os.Getenv, os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		os.Exit(0)
@@ -176,7 +199,9 @@ func serve(ctx context.Context, cfg Config, ln net.Listener, log *logrus.Entry) 
 	} else if cfg.Key == "" {
 		log.Warn("-key is empty: anyone can publish")
 	}
+	mets := metrics.New()
 	reg := session.NewRegistry(session.Config{
+		Observer: mets,
 		FFmpeg: ffpipe.Config{
 			Binary:       ffmpegPath,
 			AudioCodec:   cfg.AudioCodec,
@@ -192,8 +217,22 @@ func serve(ctx context.Context, cfg Config, ln net.Listener, log *logrus.Entry) 
 			origins = append(origins, o)
 		}
 	}
+	ready := newFFmpegCheck(ffmpegPath)
+	if err := ready.check(); err != nil {
+		return err
+	}
+	if cfg.TokenSecret != "" && len(cfg.TokenSecret) < 16 {
+		log.Warn("-token-secret is short: use at least 32 random characters")
+	}
 	api := transport.New(transport.Config{
 		Key:            cfg.Key,
+		TokenSecret:    []byte(cfg.TokenSecret),
+		AdminKey:       cfg.AdminKey,
+		RateRequests:   cfg.RateRequests,
+		RateSessions:   cfg.RateSessions,
+		Ready:          ready.check,
+		Metrics:        mets.Handler(),
+		Observer:       mets,
 		MaxBody:        cfg.MaxBody,
 		MaxMessage:     cfg.MaxMessage,
 		BodyTimeout:    cfg.BodyTimeout,
@@ -213,7 +252,13 @@ func serve(ctx context.Context, cfg Config, ln net.Listener, log *logrus.Entry) 
 	}).Info("ffmpeg-publisher listening")
 
 	serveErr := make(chan error, 1)
-	go func() { serveErr <- srv.Serve(ln) }()
+	go func() {
+		if cfg.TLSCert != "" {
+			serveErr <- srv.ServeTLS(ln, cfg.TLSCert, cfg.TLSKey)
+		} else {
+			serveErr <- srv.Serve(ln)
+		}
+	}()
 	select {
 	case err := <-serveErr:
 		return err
@@ -223,6 +268,15 @@ func serve(ctx context.Context, cfg Config, ln net.Listener, log *logrus.Entry) 
 	// Shutdown: stop accepting, tell WebSockets to go, end every session
 	// (stdin closed: ffmpeg sends what it was given), then wait. The
 	// grace context is fresh: ctx is already cancelled.
+	api.Drain()
+	if cfg.DrainDelay > 0 {
+		log.WithField("drain_delay", cfg.DrainDelay).Info("draining: not ready, still serving")
+		select {
+		case <-time.After(cfg.DrainDelay):
+		case err := <-serveErr:
+			return err
+		}
+	}
 	log.WithField("grace", cfg.ShutdownGrace).Info("shutting down")
 	graceCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
 	defer cancel()
@@ -239,4 +293,58 @@ func serve(ctx context.Context, cfg Config, ln net.Listener, log *logrus.Entry) 
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// ffmpegCheck runs "ffmpeg -version" to tell whether ffmpeg can start, at
+// most once per ffmpegCheckEvery (readiness probes come every few seconds).
+type ffmpegCheck struct {
+	path string
+
+	mu   sync.Mutex // guards the fields below
+	at   time.Time
+	last error
+}
+
+const ffmpegCheckEvery = 30 * time.Second
+
+func newFFmpegCheck(path string) *ffmpegCheck { return &ffmpegCheck{path: path} }
+
+func (c *ffmpegCheck) check() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.at.IsZero() && time.Since(c.at) < ffmpegCheckEvery {
+		return c.last
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c.at = time.Now()
+	c.last = nil
+	if out, err := exec.CommandContext(ctx, c.path, "-hide_banner", "-version").Output(); err != nil || !strings.HasPrefix(string(out), "ffmpeg version") {
+		c.last = fmt.Errorf("ffmpeg (%s) cannot run: %v", c.path, err)
+	}
+	return c.last
+}
+
+// tokenCommand is "ffmpeg-publisher token -id ID -ttl 1h": it prints a
+// publish token signed with -token-secret (or PUBLISHER_TOKEN_SECRET).
+func tokenCommand(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("ffmpeg-publisher token", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	id := fs.String("id", "", "live ID the token allows publishing to")
+	ttl := fs.Duration("ttl", time.Hour, "how long the token is valid")
+	secret := fs.String("token-secret", getenv(envName("token-secret")), "the server's -token-secret (default $"+envName("token-secret")+")")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *ttl <= 0 {
+		fmt.Fprintln(stderr, "ffmpeg-publisher token: -ttl must be positive")
+		return 2
+	}
+	token, err := transport.MintToken([]byte(*secret), *id, time.Now().Add(*ttl))
+	if err != nil {
+		fmt.Fprintln(stderr, "ffmpeg-publisher token:", err)
+		return 2
+	}
+	fmt.Fprintln(stdout, token)
+	return 0
 }

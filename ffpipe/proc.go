@@ -52,6 +52,21 @@ func (e *ExitError) Error() string {
 	return how
 }
 
+// ExitCause names how a process ended, for metrics: "clean" (err is nil),
+// "killed" (by a signal) or "error" (a non-zero exit status).
+func ExitCause(err error) string {
+	var ee *ExitError
+	switch {
+	case err == nil:
+		return "clean"
+	case errors.As(err, &ee) && ee.State != nil:
+		if ws, ok := ee.State.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			return "killed"
+		}
+	}
+	return "error"
+}
+
 // Reason picks the lines of an ffmpeg stderr tail that explain a failure:
 // the error and fatal lines, or the last line if there are none.
 func Reason(tail []string) string {

@@ -53,7 +53,7 @@ func (r *Registry) Info(id string) (Info, bool) {
 	}
 	info := s.Info()
 	if pub != nil {
-		info.Publisher = pub.transport
+		info.Publisher = pub.src.Transport
 	}
 	return info, true
 }
@@ -76,30 +76,36 @@ func (r *Registry) List() []Info {
 	return out
 }
 
+// Source describes a writer, for logs, the stream API and metrics.
+type Source struct {
+	Transport string // "base64", "websocket", "upload"
+	Remote    string // the client's address
+}
+
 // Write appends one chunk (a legacy POST) to id's stream, creating the
 // session if there is none. It returns once the bytes are in ffmpeg's stdin.
-func (r *Registry) Write(ctx context.Context, id string, p []byte) (Result, error) {
-	return r.write(ctx, id, p, nil)
+func (r *Registry) Write(ctx context.Context, id string, src Source, p []byte) (Result, error) {
+	res, _, err := r.writeTo(ctx, id, src, p, nil)
+	return res, err
 }
 
 // End ends id's stream now, if it has a session. It does not wait.
-func (r *Registry) End(id string) bool {
+func (r *Registry) End(id string, cause Cause) bool {
+	reason := "ended by the client"
+	if cause == CauseDeleted {
+		reason = "deleted through the stream API"
+	}
 	r.mu.Lock()
 	s := r.sessions[id]
 	r.mu.Unlock()
 	if s != nil {
-		s.requestEnd("ended by the client")
+		s.requestEnd(cause, reason)
 	}
 	return s != nil
 }
 
-func (r *Registry) write(ctx context.Context, id string, p []byte, pub *Publisher) (Result, error) {
-	res, _, err := r.writeTo(ctx, id, p, pub)
-	return res, err
-}
-
 // writeTo is write, also returning the session written to.
-func (r *Registry) writeTo(ctx context.Context, id string, p []byte, pub *Publisher) (Result, *Session, error) {
+func (r *Registry) writeTo(ctx context.Context, id string, src Source, p []byte, pub *Publisher) (Result, *Session, error) {
 	if !ValidID(id) {
 		return Result{}, nil, ErrInvalidID
 	}
@@ -111,7 +117,7 @@ func (r *Registry) writeTo(ctx context.Context, id string, p []byte, pub *Publis
 		if err != nil {
 			return Result{}, nil, err
 		}
-		res, err := s.write(ctx, p, pub == nil)
+		res, err := s.write(ctx, src, p, pub == nil)
 		if err == errEnded && attempt < 2 {
 			continue
 		}
@@ -130,7 +136,7 @@ func (r *Registry) acquire(id string, pub *Publisher) (*Session, error) {
 		return nil, ErrShuttingDown
 	}
 	if holder := r.claims[id]; holder != nil && holder != pub {
-		return nil, fmt.Errorf("%w (%s from %s)", ErrBusy, holder.transport, holder.remote)
+		return nil, fmt.Errorf("%w (%s from %s)", ErrBusy, holder.src.Transport, holder.src.Remote)
 	}
 	if s := r.sessions[id]; s != nil {
 		return s, nil
@@ -140,11 +146,13 @@ func (r *Registry) acquire(id string, pub *Publisher) (*Session, error) {
 	}
 	s := newSession(id, r.cfg, r.log)
 	r.sessions[id] = s
+	r.cfg.Observer.SessionStarted()
 	r.running[s] = struct{}{}
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
 		s.run(func() { r.remove(s) })
+		r.cfg.Observer.SessionEnded(s.Info().Cause)
 		r.mu.Lock()
 		delete(r.running, s)
 		r.mu.Unlock()
@@ -165,18 +173,17 @@ func (r *Registry) remove(s *Session) {
 // Publisher is a connection that holds a live ID for as long as it is
 // attached: no other connection or POST may write to that ID meanwhile.
 type Publisher struct {
-	r         *Registry
-	id        string
-	transport string
-	remote    string
+	r   *Registry
+	id  string
+	src Source
 
 	mu   sync.Mutex // guards last
 	last *Session   // the session this publisher last wrote to
 }
 
-// Attach claims id for one connection. transport and remote describe it in
-// logs and in the refusal another client gets (ErrBusy).
-func (r *Registry) Attach(id, transport, remote string) (*Publisher, error) {
+// Attach claims id for one connection. src describes it in logs and in
+// the refusal another client gets (ErrBusy).
+func (r *Registry) Attach(id string, src Source) (*Publisher, error) {
 	if !ValidID(id) {
 		return nil, ErrInvalidID
 	}
@@ -186,16 +193,16 @@ func (r *Registry) Attach(id, transport, remote string) (*Publisher, error) {
 		return nil, ErrShuttingDown
 	}
 	if holder := r.claims[id]; holder != nil {
-		return nil, fmt.Errorf("%w (%s from %s)", ErrBusy, holder.transport, holder.remote)
+		return nil, fmt.Errorf("%w (%s from %s)", ErrBusy, holder.src.Transport, holder.src.Remote)
 	}
-	p := &Publisher{r: r, id: id, transport: transport, remote: remote}
+	p := &Publisher{r: r, id: id, src: src}
 	r.claims[id] = p
 	return p, nil
 }
 
 // Write hands one piece of the stream to the session.
 func (p *Publisher) Write(ctx context.Context, b []byte) (Result, error) {
-	res, s, err := p.r.writeTo(ctx, p.id, b, p)
+	res, s, err := p.r.writeTo(ctx, p.id, p.src, b, p)
 	if s != nil {
 		p.mu.Lock()
 		p.last = s
@@ -229,7 +236,7 @@ func (p *Publisher) Detach(end bool) {
 	s := r.sessions[p.id]
 	r.mu.Unlock()
 	if end && s != nil {
-		s.requestEnd("ended by the client")
+		s.requestEnd(CauseClient, "ended by the client")
 	}
 }
 
@@ -245,7 +252,7 @@ func (r *Registry) Close(ctx context.Context) error {
 	}
 	r.mu.Unlock()
 	for _, s := range all {
-		s.requestEnd("shutdown")
+		s.requestEnd(CauseShutdown, "shutdown")
 	}
 	finished := make(chan struct{})
 	go func() { r.wg.Wait(); close(finished) }()

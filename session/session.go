@@ -98,7 +98,29 @@ type Config struct {
 	// FlushGrace is how long ffmpeg gets to exit after stdin closes
 	// before it is interrupted and killed; 0 means ffpipe's default.
 	FlushGrace time.Duration
+	// Observer is told what happens, for metrics; nil means nobody.
+	Observer Observer
 }
+
+// Observer receives events from sessions. Calls come from many goroutines
+// and must not block.
+type Observer interface {
+	SessionStarted()
+	SessionEnded(cause Cause)
+	FFmpegStarted()
+	FFmpegExited(cause string) // ffpipe.ExitCause
+	Accepted(transport string, bytes int, audio time.Duration)
+	StdinWritten(took time.Duration)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) SessionStarted()                     {}
+func (nopObserver) SessionEnded(Cause)                  {}
+func (nopObserver) FFmpegStarted()                      {}
+func (nopObserver) FFmpegExited(string)                 {}
+func (nopObserver) Accepted(string, int, time.Duration) {}
+func (nopObserver) StdinWritten(time.Duration)          {}
 
 func (c Config) withDefaults() Config {
 	if c.IdleTimeout <= 0 {
@@ -112,6 +134,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.FFmpeg.InputFormat == "" {
 		c.FFmpeg.InputFormat = "mp3"
+	}
+	if c.Observer == nil {
+		c.Observer = nopObserver{}
 	}
 	return c
 }
@@ -135,9 +160,13 @@ type Info struct {
 	Audio     time.Duration `json:"-"`
 	Seconds   float64       `json:"seconds"`
 	PID       int           `json:"pid,omitempty"`
-	FFmpeg    string        `json:"ffmpeg"` // not started, starting, publishing, exited
-	Publisher string        `json:"publisher,omitempty"`
+	FFmpeg    string        `json:"ffmpeg"`              // not started, starting, publishing, exited
+	Publisher string        `json:"publisher,omitempty"` // transport of the connection holding the ID
+	Transport string        `json:"transport,omitempty"` // of the latest write
+	Remote    string        `json:"remote,omitempty"`    // of the latest write
+	LastError string        `json:"last_error,omitempty"`
 	EndReason string        `json:"end_reason,omitempty"`
+	Cause     Cause         `json:"-"`
 }
 
 // Result tells what one write accepted.
@@ -173,6 +202,8 @@ type Session struct {
 	bytes     int64
 	audio     time.Duration
 	endReason string
+	endCause  Cause
+	source    Source         // the latest writer
 	err       *UpstreamError // why the session failed, if it did
 	running   *ffpipe.Proc   // proc, for kill, which does not hold wsem
 }
@@ -210,17 +241,40 @@ func (s *Session) infoLocked() Info {
 	return Info{
 		ID: s.id, State: s.state, Started: s.started, Bytes: s.bytes,
 		Audio: s.audio, Seconds: s.audio.Seconds(), PID: s.pid,
-		FFmpeg: s.ffstate, EndReason: s.endReason,
+		FFmpeg: s.ffstate, EndReason: s.endReason, Cause: s.endCause,
+		Transport: s.source.Transport, Remote: s.source.Remote,
+		LastError: s.lastError(),
 	}
 }
 
+// lastError is the failure's text, if any. Must hold mu.
+func (s *Session) lastError() string {
+	if s.err == nil {
+		return ""
+	}
+	return s.err.Error()
+}
+
+// Cause is why a session ended, in a word (a metric label).
+type Cause string
+
+const (
+	CauseIdle     Cause = "idle"          // no data for the idle timeout
+	CauseClient   Cause = "client"        // the client ended the stream
+	CauseDeleted  Cause = "deleted"       // DELETE /streams/{id}
+	CauseFFmpeg   Cause = "ffmpeg_failed" // ffmpeg or the RTMP server failed
+	CauseNotMP3   Cause = "not_mp3"       // the first data was refused
+	CauseShutdown Cause = "shutdown"      // the server is stopping
+)
+
 // requestEnd asks run to end the session; the first reason wins.
-func (s *Session) requestEnd(reason string) {
+func (s *Session) requestEnd(cause Cause, reason string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.endReason != "" {
 		return
 	}
+	s.endCause = cause
 	s.endReason = reason
 	close(s.endReq)
 }
@@ -232,7 +286,7 @@ func (s *Session) fail(err *UpstreamError) {
 		s.err = err
 	}
 	s.mu.Unlock()
-	s.requestEnd(err.Error())
+	s.requestEnd(CauseFFmpeg, err.Error())
 }
 
 // Err is why the session failed, or nil if it did not (yet).
@@ -262,7 +316,7 @@ func (s *Session) run(remove func()) {
 			}
 			s.mu.Unlock()
 			if wait <= 0 {
-				s.requestEnd(fmt.Sprintf("idle for %s", s.cfg.IdleTimeout))
+				s.requestEnd(CauseIdle, fmt.Sprintf("idle for %s", s.cfg.IdleTimeout))
 			} else {
 				idle.Reset(wait)
 			}
@@ -307,7 +361,7 @@ func (s *Session) stopProc() {
 // kill ends the session at once: shutdown's grace ran out. run still
 // reaps ffmpeg.
 func (s *Session) kill() {
-	s.requestEnd("shutdown")
+	s.requestEnd(CauseShutdown, "shutdown")
 	s.mu.Lock()
 	p := s.running
 	s.mu.Unlock()
@@ -323,7 +377,7 @@ func (s *Session) kill() {
 // opened its output, so an unreachable RTMP server fails this request
 // rather than a later one: one-shot POSTs want that, connections learn it
 // from status messages instead.
-func (s *Session) write(ctx context.Context, p []byte, awaitStart bool) (Result, error) {
+func (s *Session) write(ctx context.Context, src Source, p []byte, awaitStart bool) (Result, error) {
 	select {
 	case s.wsem <- struct{}{}:
 	case <-ctx.Done():
@@ -331,7 +385,7 @@ func (s *Session) write(ctx context.Context, p []byte, awaitStart bool) (Result,
 	case <-s.endReq:
 		return Result{}, errEnded
 	}
-	res, started, err := s.writeLocked(p)
+	res, started, err := s.writeLocked(src, p)
 	<-s.wsem
 	if err == nil && started != nil && awaitStart {
 		err = s.awaitPublish(started)
@@ -341,12 +395,13 @@ func (s *Session) write(ctx context.Context, p []byte, awaitStart bool) (Result,
 
 // writeLocked does write's work. Must hold wsem. It returns the ffmpeg it
 // started, if this write started one.
-func (s *Session) writeLocked(p []byte) (Result, *ffpipe.Proc, error) {
+func (s *Session) writeLocked(src Source, p []byte) (Result, *ffpipe.Proc, error) {
 	s.mu.Lock()
 	if s.endReason != "" {
 		s.mu.Unlock()
 		return Result{}, nil, errEnded
 	}
+	s.source = src
 	s.inflight++
 	s.lastData = time.Now()
 	s.mu.Unlock()
@@ -364,7 +419,7 @@ func (s *Session) writeLocked(p []byte) (Result, *ffpipe.Proc, error) {
 		var err error
 		if data, err = s.scan.feed(p); err != nil {
 			if s.proc == nil {
-				s.requestEnd("first data was not MP3")
+				s.requestEnd(CauseNotMP3, "first data was not MP3")
 			}
 			return Result{}, nil, err
 		}
@@ -390,6 +445,7 @@ func (s *Session) writeLocked(p []byte) (Result, *ffpipe.Proc, error) {
 	s.audio += audio
 	info := s.infoLocked()
 	s.mu.Unlock()
+	s.cfg.Observer.Accepted(src.Transport, len(p), audio)
 	return Result{Bytes: int64(len(p)), Audio: audio, Total: info}, started, nil
 }
 
@@ -400,10 +456,11 @@ func (s *Session) startProc() error {
 	proc, err := ffpipe.Start(fc, s.log)
 	if err != nil {
 		s.log.WithError(err).Error("cannot start ffmpeg")
-		s.requestEnd("ffmpeg did not start")
+		s.requestEnd(CauseFFmpeg, "ffmpeg did not start")
 		return &UpstreamError{Reason: err.Error()}
 	}
 	s.proc = proc
+	s.cfg.Observer.FFmpegStarted()
 	s.mu.Lock()
 	s.state = StateLive
 	s.pid = proc.Pid()
@@ -425,10 +482,11 @@ func (s *Session) startProc() error {
 		s.mu.Lock()
 		s.ffstate = "exited"
 		s.mu.Unlock()
+		s.cfg.Observer.FFmpegExited(ffpipe.ExitCause(proc.Err()))
 		if err := proc.Err(); err != nil {
 			s.fail(&UpstreamError{Reason: strings.TrimPrefix(err.Error(), "ffmpeg ")})
 		} else {
-			s.requestEnd("ffmpeg exited")
+			s.requestEnd(CauseFFmpeg, "ffmpeg exited")
 		}
 	}()
 	return nil
@@ -436,9 +494,11 @@ func (s *Session) startProc() error {
 
 // writeProc writes to stdin with a deadline. Must hold wsem.
 func (s *Session) writeProc(data []byte) error {
-	s.proc.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
+	start := time.Now()
+	s.proc.SetWriteDeadline(start.Add(s.cfg.WriteTimeout))
 	_, err := s.proc.Write(data)
 	if err == nil {
+		s.cfg.Observer.StdinWritten(time.Since(start))
 		return nil
 	}
 	if errors.Is(err, os.ErrDeadlineExceeded) {

@@ -82,7 +82,7 @@ func TestChunksReachFFmpegInOrder(t *testing.T) {
 	for i := 0; i < 10; i++ {
 		chunk := frames(hdrV2Mono, 5, byte(i+1))
 		want = append(want, chunk...)
-		res, err := r.Write(context.Background(), "abc", chunk)
+		res, err := r.Write(context.Background(), "abc", testSrc, chunk)
 		if err != nil {
 			t.Fatalf("write %d: %v", i, err)
 		}
@@ -109,7 +109,7 @@ func TestConcurrentWritesNeverInterleave(t *testing.T) {
 		wg.Add(1)
 		go func(w int) {
 			defer wg.Done()
-			if _, err := r.Write(context.Background(), "abc", frames(hdrV1Stereo, 40, byte(w+1))); err != nil {
+			if _, err := r.Write(context.Background(), "abc", testSrc, frames(hdrV1Stereo, 40, byte(w+1))); err != nil {
 				t.Errorf("writer %d: %v", w, err)
 			}
 		}(w)
@@ -162,7 +162,7 @@ func waitGone(t *testing.T, r *Registry, id string) {
 func TestIdleTimeoutEndsTheSession(t *testing.T) {
 	r, dir := newTestRegistry(t, fakeffmpeg.Normal, func(c *Config) { c.IdleTimeout = 200 * time.Millisecond })
 	chunk := frames(hdrV2Mono, 3, 1)
-	if _, err := r.Write(context.Background(), "abc", chunk); err != nil {
+	if _, err := r.Write(context.Background(), "abc", testSrc, chunk); err != nil {
 		t.Fatal(err)
 	}
 	waitGone(t, r, "abc")
@@ -170,7 +170,7 @@ func TestIdleTimeoutEndsTheSession(t *testing.T) {
 		t.Fatalf("ffmpeg did not get the chunk and EOF: %d runs", len(got))
 	}
 	// New data after the end starts a new session and a new ffmpeg.
-	if _, err := r.Write(context.Background(), "abc", chunk); err != nil {
+	if _, err := r.Write(context.Background(), "abc", testSrc, chunk); err != nil {
 		t.Fatal(err)
 	}
 	waitGone(t, r, "abc")
@@ -183,7 +183,7 @@ func TestCloseEndsEverySessionCleanly(t *testing.T) {
 	r, dir := newTestRegistry(t, fakeffmpeg.Normal, nil)
 	ids := []string{"a", "b", "c"}
 	for _, id := range ids {
-		if _, err := r.Write(context.Background(), id, frames(hdrV25Mono, 4, 9)); err != nil {
+		if _, err := r.Write(context.Background(), id, testSrc, frames(hdrV25Mono, 4, 9)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -193,14 +193,14 @@ func TestCloseEndsEverySessionCleanly(t *testing.T) {
 			t.Errorf("%s: ffmpeg did not get everything before EOF", id)
 		}
 	}
-	if _, err := r.Write(context.Background(), "a", frames(hdrV25Mono, 2, 9)); !errors.Is(err, ErrShuttingDown) {
+	if _, err := r.Write(context.Background(), "a", testSrc, frames(hdrV25Mono, 2, 9)); !errors.Is(err, ErrShuttingDown) {
 		t.Errorf("write after Close: %v", err)
 	}
 }
 
 func TestCloseKillsWhenGraceRunsOut(t *testing.T) {
 	r, _ := newTestRegistry(t, fakeffmpeg.IgnoreInt, func(c *Config) { c.FlushGrace = time.Hour })
-	res, err := r.Write(context.Background(), "abc", frames(hdrV2Mono, 4, 1))
+	res, err := r.Write(context.Background(), "abc", testSrc, frames(hdrV2Mono, 4, 1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,20 +217,20 @@ func TestCloseKillsWhenGraceRunsOut(t *testing.T) {
 func TestRefusals(t *testing.T) {
 	t.Run("capacity", func(t *testing.T) {
 		r, _ := newTestRegistry(t, fakeffmpeg.Normal, func(c *Config) { c.MaxSessions = 1 })
-		if _, err := r.Write(context.Background(), "one", frames(hdrV2Mono, 2, 1)); err != nil {
+		if _, err := r.Write(context.Background(), "one", testSrc, frames(hdrV2Mono, 2, 1)); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := r.Write(context.Background(), "two", frames(hdrV2Mono, 2, 1)); !errors.Is(err, ErrAtCapacity) {
+		if _, err := r.Write(context.Background(), "two", testSrc, frames(hdrV2Mono, 2, 1)); !errors.Is(err, ErrAtCapacity) {
 			t.Fatalf("second id: %v", err)
 		}
-		if _, err := r.Write(context.Background(), "one", frames(hdrV2Mono, 2, 1)); err != nil {
+		if _, err := r.Write(context.Background(), "one", testSrc, frames(hdrV2Mono, 2, 1)); err != nil {
 			t.Fatalf("existing id at capacity: %v", err)
 		}
 	})
 	t.Run("invalid id", func(t *testing.T) {
 		r, dir := newTestRegistry(t, fakeffmpeg.Normal, nil)
 		for _, id := range []string{"", "../x", "a/b", "a b", "a?b", strings.Repeat("a", 65), "é"} {
-			if _, err := r.Write(context.Background(), id, frames(hdrV2Mono, 2, 1)); !errors.Is(err, ErrInvalidID) {
+			if _, err := r.Write(context.Background(), id, testSrc, frames(hdrV2Mono, 2, 1)); !errors.Is(err, ErrInvalidID) {
 				t.Errorf("%q: %v", id, err)
 			}
 		}
@@ -240,7 +240,7 @@ func TestRefusals(t *testing.T) {
 	})
 	t.Run("not mp3", func(t *testing.T) {
 		r, dir := newTestRegistry(t, fakeffmpeg.Normal, nil)
-		if _, err := r.Write(context.Background(), "abc", []byte("<html>not audio</html>")); !errors.Is(err, ErrNotMP3) {
+		if _, err := r.Write(context.Background(), "abc", testSrc, []byte("<html>not audio</html>")); !errors.Is(err, ErrNotMP3) {
 			t.Fatalf("err = %v", err)
 		}
 		waitGone(t, r, "abc")
@@ -250,7 +250,7 @@ func TestRefusals(t *testing.T) {
 	})
 	t.Run("ffmpeg fails", func(t *testing.T) {
 		r, _ := newTestRegistry(t, fakeffmpeg.Fail, nil)
-		_, err := r.Write(context.Background(), "abc", frames(hdrV2Mono, 2, 1))
+		_, err := r.Write(context.Background(), "abc", testSrc, frames(hdrV2Mono, 2, 1))
 		var ue *UpstreamError
 		if !errors.As(err, &ue) || !strings.Contains(ue.Reason, "Connection refused") {
 			t.Fatalf("err = %v, want the connection error ffmpeg printed", err)
@@ -262,7 +262,7 @@ func TestRefusals(t *testing.T) {
 			c.WriteTimeout = 200 * time.Millisecond
 			c.FlushGrace = 50 * time.Millisecond
 		})
-		_, err := r.Write(context.Background(), "abc", frames(hdrV1Stereo, 400, 1)) // > a pipe buffer
+		_, err := r.Write(context.Background(), "abc", testSrc, frames(hdrV1Stereo, 400, 1)) // > a pipe buffer
 		var ue *UpstreamError
 		if !errors.As(err, &ue) || !strings.Contains(ue.Reason, "took no input") {
 			t.Fatalf("err = %v", err)
@@ -270,21 +270,21 @@ func TestRefusals(t *testing.T) {
 	})
 	t.Run("busy", func(t *testing.T) {
 		r, dir := newTestRegistry(t, fakeffmpeg.Normal, nil)
-		pub, err := r.Attach("abc", "websocket", "192.0.2.1:5000")
+		pub, err := r.Attach("abc", Source{"websocket", "192.0.2.1:5000"})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := r.Attach("abc", "websocket", "x"); !errors.Is(err, ErrBusy) {
+		if _, err := r.Attach("abc", Source{"websocket", "x"}); !errors.Is(err, ErrBusy) {
 			t.Fatalf("second publisher: %v", err)
 		}
-		if _, err := r.Write(context.Background(), "abc", frames(hdrV2Mono, 2, 1)); !errors.Is(err, ErrBusy) || !strings.Contains(err.Error(), "192.0.2.1") {
+		if _, err := r.Write(context.Background(), "abc", testSrc, frames(hdrV2Mono, 2, 1)); !errors.Is(err, ErrBusy) || !strings.Contains(err.Error(), "192.0.2.1") {
 			t.Fatalf("POST during a publisher: %v", err)
 		}
 		if _, err := pub.Write(context.Background(), frames(hdrV2Mono, 2, 1)); err != nil {
 			t.Fatal(err)
 		}
 		pub.Detach(false) // a dropped connection: the session waits
-		pub2, err := r.Attach("abc", "websocket", "x")
+		pub2, err := r.Attach("abc", Source{"websocket", "x"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -298,3 +298,5 @@ func TestRefusals(t *testing.T) {
 		}
 	})
 }
+
+var testSrc = Source{Transport: "base64", Remote: "192.0.2.9:1234"}

@@ -7,15 +7,16 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"ffmpeg-publisher/session"
@@ -25,8 +26,26 @@ import (
 
 // Config is the part of the server's configuration the handlers use.
 type Config struct {
-	// Key is the shared publish key; "" turns the check off.
+	// Key is the shared publish key; "" turns the check off (unless
+	// TokenSecret is set, then a token is required).
 	Key string
+	// TokenSecret signs publish tokens; empty disables tokens.
+	TokenSecret []byte
+	// AdminKey guards the stream API and token minting; "" turns them off.
+	AdminKey string
+	// RateRequests limits requests per second per client IP (bursts of
+	// twice that); 0 means no limit.
+	RateRequests float64
+	// RateSessions limits new sessions per second per client IP (bursts
+	// of 5 or twice that); 0 means no limit.
+	RateSessions float64
+	// Ready reports whether the server can take streams (ffmpeg runnable);
+	// nil means always. Draining makes the server not ready regardless.
+	Ready func() error
+	// Metrics serves /metrics; nil serves nothing.
+	Metrics http.Handler
+	// Observer is told about every reply; nil means nobody.
+	Observer HTTPObserver
 	// MaxBody caps a /base64 request body (the base64 text); 0 means 10 MiB.
 	MaxBody int64
 	// MaxMessage caps one WebSocket message; 0 means 1 MiB.
@@ -51,6 +70,12 @@ const (
 	DefaultBodyTimeout = 30 * time.Second
 )
 
+// HTTPObserver receives one call per request, for metrics. pattern is the
+// route that matched ("" when none did).
+type HTTPObserver interface {
+	Replied(pattern string, code int, took time.Duration)
+}
+
 // Server holds the handlers' shared state.
 type Server struct {
 	cfg     Config
@@ -66,6 +91,10 @@ type Server struct {
 	conns        sync.WaitGroup // WebSocket connections being served
 
 	bufs sync.Pool // *bytes.Buffer for decoded bodies and messages
+
+	requests *clientLimits // nil: unlimited
+	sessions *clientLimits // nil: unlimited
+	draining atomic.Bool
 }
 
 // New returns the API's server state; Handler gives its routes.
@@ -83,6 +112,8 @@ func New(cfg Config, reg *session.Registry, log *logrus.Entry) *Server {
 		cfg: cfg, reg: reg, log: log, started: time.Now(),
 		shutdown: make(chan struct{}),
 		bufs:     sync.Pool{New: func() any { return new(bytes.Buffer) }},
+		requests: newClientLimits(cfg.RateRequests, int(2*cfg.RateRequests)),
+		sessions: newClientLimits(cfg.RateSessions, max(5, int(2*cfg.RateSessions))),
 	}
 }
 
@@ -90,9 +121,17 @@ func New(cfg Config, reg *session.Registry, log *logrus.Entry) *Server {
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/{$}", s.handleRoot)
-	mux.Handle("/base64", s.api(s.handleBase64))
-	mux.Handle("/ws", s.api(s.handleWS))
-	mux.Handle("/live/{id}", s.api(s.handleLive))
+	mux.Handle("/base64", s.api(s.limited(s.handleBase64)))
+	mux.Handle("/ws", s.api(s.limited(s.handleWS)))
+	mux.Handle("/live/{id}", s.api(s.limited(s.handleLive)))
+	mux.Handle("GET /streams", s.api(s.limited(s.handleStreams)))
+	mux.Handle("/streams/{id}", s.api(s.limited(s.handleStream)))
+	mux.Handle("POST /tokens", s.api(s.limited(s.handleMintToken)))
+	mux.HandleFunc("/healthz", s.handleHealthz)
+	mux.HandleFunc("/readyz", s.handleReadyz)
+	if s.cfg.Metrics != nil {
+		mux.Handle("GET /metrics", s.cfg.Metrics)
+	}
 	if s.cfg.Demo != nil {
 		mux.Handle("/demo/", http.StripPrefix("/demo", s.cfg.Demo))
 	}
@@ -101,6 +140,10 @@ func (s *Server) Handler() http.Handler {
 	})
 	return s.accessLog(mux)
 }
+
+// Drain makes /readyz answer 503 so load balancers stop sending new
+// streams; everything else keeps working.
+func (s *Server) Drain() { s.draining.Store(true) }
 
 // Shutdown tells WebSocket connections to close (code 1001) and waits for
 // them until ctx ends. Call it when http.Server.Shutdown starts.
@@ -120,6 +163,7 @@ var (
 	errKey       = errors.New("wrong or missing key")
 	errNoID      = errors.New("missing id parameter")
 	errEmptyBody = errors.New("empty body: send base64-encoded MP3")
+	errNotFound  = errors.New("no live stream with this id")
 )
 
 // status maps an error to the HTTP status and the message the client
@@ -136,8 +180,13 @@ func status(err error) (int, string) {
 		return http.StatusBadRequest, br.msg
 	case errors.Is(err, errMethod):
 		return http.StatusMethodNotAllowed, err.Error()
-	case errors.Is(err, errKey):
+	case errors.Is(err, errKey), errors.Is(err, errAdmin), errors.Is(err, errTokenMalformed),
+		errors.Is(err, errTokenForged), errors.Is(err, errTokensOff), errors.As(err, new(*tokenError)):
 		return http.StatusForbidden, err.Error()
+	case errors.Is(err, errAdminOff), errors.Is(err, errNotFound):
+		return http.StatusNotFound, err.Error()
+	case errors.As(err, new(*rateLimited)):
+		return http.StatusTooManyRequests, err.Error()
 	case errors.Is(err, errNoID), errors.Is(err, errEmptyBody), errors.Is(err, session.ErrInvalidID):
 		return http.StatusBadRequest, err.Error()
 	case errors.As(err, &be):
@@ -182,6 +231,10 @@ func (s *Server) reply(w http.ResponseWriter, r *http.Request, code int, msg str
 // fail replies to err and logs what the client is not told.
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error, extra map[string]any) {
 	code, msg := status(err)
+	var rl *rateLimited
+	if errors.As(err, &rl) {
+		w.Header().Set("Retry-After", strconv.Itoa(retrySeconds(rl.retryAfter)))
+	}
 	l := s.log.WithFields(logrus.Fields{"path": r.URL.Path, "remote": r.RemoteAddr, "status": code})
 	if id := requestID(r); id != "" && session.ValidID(id) {
 		l = l.WithField("id", id)
@@ -211,18 +264,6 @@ func requestID(r *http.Request) string {
 		return id
 	}
 	return r.URL.Query().Get("id")
-}
-
-// checkKey compares in constant time so the key cannot be guessed from
-// response times.
-func (s *Server) checkKey(r *http.Request) error {
-	if s.cfg.Key == "" {
-		return nil
-	}
-	if subtle.ConstantTimeCompare([]byte(r.URL.Query().Get("key")), []byte(s.cfg.Key)) != 1 {
-		return errKey
-	}
-	return nil
 }
 
 // checkID validates the live ID before anything is started for it.
@@ -257,11 +298,14 @@ func (s *Server) handleBase64(w http.ResponseWriter, r *http.Request) error {
 		w.Header().Set("Allow", "POST")
 		return errMethod
 	}
-	if err := s.checkKey(r); err != nil {
-		return err
-	}
 	id := r.URL.Query().Get("id")
 	if err := checkID(id); err != nil {
+		return err
+	}
+	if err := s.authorize(r, id); err != nil {
+		return err
+	}
+	if err := s.allowNewSession(r, id); err != nil {
 		return err
 	}
 	http.NewResponseController(w).SetReadDeadline(time.Now().Add(s.cfg.BodyTimeout))
@@ -278,11 +322,12 @@ func (s *Server) handleBase64(w http.ResponseWriter, r *http.Request) error {
 	if buf.Len() == 0 {
 		return errEmptyBody
 	}
-	if _, err := s.reg.Write(r.Context(), id, buf.Bytes()); err != nil {
+	src := session.Source{Transport: "base64", Remote: r.RemoteAddr}
+	if _, err := s.reg.Write(r.Context(), id, src, buf.Bytes()); err != nil {
 		return err
 	}
 	if r.URL.Query().Get("end") == "1" {
-		s.reg.End(id) // the client's last chunk: flush and close the publish now
+		s.reg.End(id, session.CauseClient) // the client's last chunk: flush and close the publish now
 	}
 	s.reply(w, r, http.StatusOK, "ok", nil)
 	return nil
@@ -309,14 +354,17 @@ func (s *Server) handleLive(w http.ResponseWriter, r *http.Request) error {
 		w.Header().Set("Allow", "POST, PUT")
 		return errMethod
 	}
-	if err := s.checkKey(r); err != nil {
-		return err
-	}
 	id := r.PathValue("id")
 	if err := checkID(id); err != nil {
 		return err
 	}
-	pub, err := s.reg.Attach(id, "upload", r.RemoteAddr)
+	if err := s.authorize(r, id); err != nil {
+		return err
+	}
+	if err := s.allowNewSession(r, id); err != nil {
+		return err
+	}
+	pub, err := s.reg.Attach(id, session.Source{Transport: "upload", Remote: r.RemoteAddr})
 	if err != nil {
 		return err
 	}
@@ -385,8 +433,12 @@ func (s *Server) accessLog(next http.Handler) http.Handler {
 		if code == 0 {
 			code = http.StatusOK
 		}
-		if strings.HasPrefix(r.URL.Path, "/demo/") && code < 400 {
-			return // page assets: not worth a line each
+		if s.cfg.Observer != nil {
+			s.cfg.Observer.Replied(r.Pattern, code, time.Since(start))
+		}
+		if code < 400 && (strings.HasPrefix(r.URL.Path, "/demo/") || r.URL.Path == "/metrics" ||
+			r.URL.Path == "/healthz" || r.URL.Path == "/readyz") {
+			return // assets and probes: not worth a line each
 		}
 		s.log.WithFields(logrus.Fields{
 			"method": r.Method, "path": r.URL.Path, "status": code,
@@ -401,4 +453,26 @@ func (r *statusRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		r.status = http.StatusSwitchingProtocols
 	}
 	return http.NewResponseController(r.ResponseWriter).Hijack()
+}
+
+// limited applies the per-client request rate.
+func (s *Server) limited(h func(http.ResponseWriter, *http.Request) error) func(http.ResponseWriter, *http.Request) error {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		if ok, wait := s.requests.allow(clientIP(r), time.Now()); !ok {
+			return &rateLimited{what: "requests", retryAfter: wait}
+		}
+		return h(w, r)
+	}
+}
+
+// allowNewSession applies the per-client rate of new sessions when the
+// request would start one.
+func (s *Server) allowNewSession(r *http.Request, id string) error {
+	if _, live := s.reg.Info(id); live {
+		return nil
+	}
+	if ok, wait := s.sessions.allow(clientIP(r), time.Now()); !ok {
+		return &rateLimited{what: "new streams", retryAfter: wait}
+	}
+	return nil
 }

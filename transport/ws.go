@@ -36,9 +36,14 @@ const (
 // the same plain message an HTTP client gets.
 func closeCode(err error) int {
 	var ue *session.UpstreamError
+	if code, _ := status(err); code == http.StatusForbidden {
+		return websocket.ClosePolicyViolation // 1008: any auth failure
+	}
 	switch {
-	case errors.Is(err, errKey), errors.Is(err, errNoID), errors.Is(err, session.ErrInvalidID), errors.Is(err, session.ErrBusy):
+	case errors.Is(err, errNoID), errors.Is(err, session.ErrInvalidID), errors.Is(err, session.ErrBusy):
 		return websocket.ClosePolicyViolation // 1008
+	case errors.As(err, new(*rateLimited)):
+		return websocket.CloseTryAgainLater // 1013
 	case errors.Is(err, session.ErrNotMP3):
 		return websocket.CloseUnsupportedData // 1003
 	case errors.Is(err, session.ErrAtCapacity):
@@ -125,13 +130,16 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) error {
 		closeReq:   make(chan *websocket.CloseError, 1),
 		writerDone: make(chan struct{}),
 	}
-	err = s.checkKey(r)
+	err = checkID(id)
 	if err == nil {
-		err = checkID(id)
+		err = s.authorize(r, id)
+	}
+	if err == nil {
+		err = s.allowNewSession(r, id)
 	}
 	if err == nil {
 		c.log = c.log.WithField("id", id)
-		c.pub, err = s.reg.Attach(id, "websocket", r.RemoteAddr)
+		c.pub, err = s.reg.Attach(id, session.Source{Transport: "websocket", Remote: r.RemoteAddr})
 	}
 	go c.writeLoop()
 	defer func() { <-c.writerDone }()

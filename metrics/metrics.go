@@ -1,0 +1,126 @@
+// Package metrics exposes the server's Prometheus metrics. It implements
+// session.Observer and transport.HTTPObserver, so neither package depends
+// on Prometheus.
+package metrics
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"ffmpeg-publisher/session"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Metrics holds one server's collectors in their own registry.
+type Metrics struct {
+	reg *prometheus.Registry
+
+	sessionsLive    prometheus.Gauge
+	sessionsStarted prometheus.Counter
+	sessionsEnded   *prometheus.CounterVec
+	bytesIn         *prometheus.CounterVec
+	audioIn         *prometheus.CounterVec
+	ffmpegStarts    prometheus.Counter
+	ffmpegExits     *prometheus.CounterVec
+	responses       *prometheus.CounterVec
+	ackLatency      prometheus.Histogram
+	stdinWrite      prometheus.Histogram
+}
+
+// latencyBuckets: 100 µs to about 3 s, doubling.
+var latencyBuckets = prometheus.ExponentialBuckets(0.0001, 2, 15)
+
+// New registers every metric, plus the Go runtime and process collectors.
+func New() *Metrics {
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		sessionsLive: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "publisher_sessions_live", Help: "Live sessions (one ffmpeg each once audio arrived).",
+		}),
+		sessionsStarted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "publisher_sessions_started_total", Help: "Sessions started.",
+		}),
+		sessionsEnded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "publisher_sessions_ended_total", Help: "Sessions ended, by cause (idle, client, deleted, ffmpeg_failed, not_mp3, shutdown).",
+		}, []string{"cause"}),
+		bytesIn: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "publisher_received_bytes_total", Help: "MP3 bytes accepted, by transport (base64, websocket, upload).",
+		}, []string{"transport"}),
+		audioIn: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "publisher_received_audio_seconds_total", Help: "Seconds of audio accepted, by transport.",
+		}, []string{"transport"}),
+		ffmpegStarts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "publisher_ffmpeg_starts_total", Help: "ffmpeg processes started.",
+		}),
+		ffmpegExits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "publisher_ffmpeg_exits_total", Help: "ffmpeg processes ended, by cause (clean, error, killed).",
+		}, []string{"cause"}),
+		responses: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "publisher_http_responses_total", Help: "HTTP responses, by route and status code.",
+		}, []string{"route", "code"}),
+		ackLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "publisher_ack_latency_seconds", Help: "Time to acknowledge a successful /base64 POST.",
+			Buckets: latencyBuckets,
+		}),
+		stdinWrite: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "publisher_stdin_write_seconds", Help: "Time to write one chunk into ffmpeg's stdin.",
+			Buckets: latencyBuckets,
+		}),
+	}
+	m.reg.MustRegister(m.sessionsLive, m.sessionsStarted, m.sessionsEnded, m.bytesIn, m.audioIn,
+		m.ffmpegStarts, m.ffmpegExits, m.responses, m.ackLatency, m.stdinWrite,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// Known label values start at zero, so rate() and alerts work before
+	// the first event.
+	for _, c := range []session.Cause{session.CauseIdle, session.CauseClient, session.CauseDeleted,
+		session.CauseFFmpeg, session.CauseNotMP3, session.CauseShutdown} {
+		m.sessionsEnded.WithLabelValues(string(c))
+	}
+	for _, t := range []string{"base64", "websocket", "upload"} {
+		m.bytesIn.WithLabelValues(t)
+		m.audioIn.WithLabelValues(t)
+	}
+	for _, c := range []string{"clean", "error", "killed"} {
+		m.ffmpegExits.WithLabelValues(c)
+	}
+	return m
+}
+
+// Handler serves the metrics in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
+
+// session.Observer
+
+func (m *Metrics) SessionStarted() { m.sessionsLive.Inc(); m.sessionsStarted.Inc() }
+
+func (m *Metrics) SessionEnded(c session.Cause) {
+	m.sessionsLive.Dec()
+	m.sessionsEnded.WithLabelValues(string(c)).Inc()
+}
+
+func (m *Metrics) FFmpegStarted()               { m.ffmpegStarts.Inc() }
+func (m *Metrics) FFmpegExited(cause string)    { m.ffmpegExits.WithLabelValues(cause).Inc() }
+func (m *Metrics) StdinWritten(d time.Duration) { m.stdinWrite.Observe(d.Seconds()) }
+
+func (m *Metrics) Accepted(transport string, bytes int, audio time.Duration) {
+	m.bytesIn.WithLabelValues(transport).Add(float64(bytes))
+	m.audioIn.WithLabelValues(transport).Add(audio.Seconds())
+}
+
+// transport.HTTPObserver
+
+func (m *Metrics) Replied(pattern string, code int, took time.Duration) {
+	if pattern == "" {
+		pattern = "unmatched"
+	}
+	m.responses.WithLabelValues(pattern, strconv.Itoa(code)).Inc()
+	if pattern == "/base64" && code == http.StatusOK {
+		m.ackLatency.Observe(took.Seconds())
+	}
+}
