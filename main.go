@@ -34,13 +34,12 @@ var version = "dev"
 // envPrefix: every flag -some-name can also be set as PUBLISHER_SOME_NAME.
 const envPrefix = "PUBLISHER_"
 
-// HTTP server limits against slow or idle clients. Bodies have their own
-// deadlines per endpoint (-body-timeout), because uploads and WebSockets
-// last as long as a stream.
+// HTTP server limits against idle clients and huge headers. Headers have
+// -header-timeout; bodies have their own deadlines per endpoint
+// (-body-timeout), because uploads and WebSockets last as long as a stream.
 const (
-	readHeaderTimeout = 10 * time.Second
-	idleTimeout       = 120 * time.Second
-	maxHeaderBytes    = 16 << 10
+	idleTimeout    = 120 * time.Second
+	maxHeaderBytes = 16 << 10
 )
 
 // Config is everything the command line and environment set.
@@ -68,6 +67,7 @@ type Config struct {
 	TLSCert         string
 	TLSKey          string
 	DrainDelay      time.Duration
+	HeaderTimeout   time.Duration
 }
 
 // parseConfig reads flags, then fills every flag not given on the command
@@ -98,6 +98,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.Float64Var(&c.RateSessions, "rate-sessions", 2, "new streams per second per client IP (bursts of 5 or twice that); 0: no limit")
 	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate: serve HTTPS and WSS (with -tls-key)")
 	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key for -tls-cert")
+	fs.DurationVar(&c.HeaderTimeout, "header-timeout", 10*time.Second, "time for a client to send its request headers (against slowloris)")
 	fs.DurationVar(&c.DrainDelay, "drain-delay", 0, "on SIGTERM, report not ready and keep serving this long before closing streams")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -124,7 +125,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 		return c, fmt.Errorf("-audio-codec must be aac or copy, not %q", c.AudioCodec)
 	case c.LogFormat != "text" && c.LogFormat != "json":
 		return c, fmt.Errorf("-log-format must be text or json, not %q", c.LogFormat)
-	case c.IdleTimeout <= 0 || c.BodyTimeout <= 0 || c.ShutdownGrace <= 0:
+	case c.IdleTimeout <= 0 || c.BodyTimeout <= 0 || c.ShutdownGrace <= 0 || c.HeaderTimeout <= 0:
 		return c, errors.New("timeouts must be positive")
 	case c.MaxBody <= 0 || c.MaxMessage <= 0 || c.MaxSessions < 0 || c.RateRequests < 0 || c.RateSessions < 0:
 		return c, errors.New("limits must be positive")
@@ -242,7 +243,7 @@ func serve(ctx context.Context, cfg Config, ln net.Listener, log *logrus.Entry) 
 	}, reg, log)
 	srv := &http.Server{
 		Handler:           api.Handler(),
-		ReadHeaderTimeout: readHeaderTimeout,
+		ReadHeaderTimeout: cfg.HeaderTimeout,
 		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          nil,

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
 	"io"
@@ -64,11 +65,14 @@ func TestConfigFlagsAndEnvironment(t *testing.T) {
 type publisher struct {
 	URL    string
 	client *http.Client
+	cancel context.CancelFunc // starts the shutdown
+	done   chan error         // serve's result
 }
 
 func startPublisher(t *testing.T, rtmpURL string, mod func(*Config)) *publisher {
 	t.Helper()
-	cfg, err := parseConfig([]string{"-rtmp", rtmpURL, "-key", "secret", "-idle-timeout", "3s"}, func(string) string { return "" }, io.Discard)
+	// Every test client comes from 127.0.0.1: no per-client limits here.
+	cfg, err := parseConfig([]string{"-rtmp", rtmpURL, "-key", "secret", "-idle-timeout", "3s", "-rate-requests", "0", "-rate-sessions", "0"}, func(string) string { return "" }, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,17 +89,26 @@ func startPublisher(t *testing.T, rtmpURL string, mod func(*Config)) *publisher 
 		log.SetOutput(os.Stderr)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- serve(ctx, cfg, ln, logrus.NewEntry(log)) }()
-	p := &publisher{URL: "http://" + ln.Addr().String(), client: &http.Client{Timeout: 30 * time.Second}}
+	p := &publisher{URL: "http://" + ln.Addr().String(), client: &http.Client{Timeout: 30 * time.Second},
+		cancel: cancel, done: make(chan error, 1)}
+	go func() { p.done <- serve(ctx, cfg, ln, logrus.NewEntry(log)) }()
 	t.Cleanup(func() {
 		cancel()
-		if err := <-done; err != nil {
+		if err := p.wait(); err != nil {
 			t.Errorf("serve: %v", err)
 		}
 		p.client.CloseIdleConnections()
 	})
 	return p
+}
+
+// wait returns serve's result once it has returned; call after cancel.
+func (p *publisher) wait() error {
+	if err, ok := <-p.done; ok {
+		close(p.done)
+		return err
+	}
+	return nil
 }
 
 type reply struct {
@@ -290,6 +303,34 @@ func TestEndToEnd(t *testing.T) {
 		for _, id := range []string{"multi-a", "multi-b", "multi-c"} {
 			checkArrived(t, rtmp, id, session.MP3Duration(five))
 		}
+	})
+	t.Run("https and wss with a self-signed certificate", func(t *testing.T) {
+		t.Parallel()
+		cert, key, pool := selfSigned(t)
+		sp := startPublisher(t, rtmp.URL, func(c *Config) { c.TLSCert, c.TLSKey = cert, key })
+		sp.URL = strings.Replace(sp.URL, "http://", "https://", 1)
+		sp.client = tlsClient(pool)
+		three := rtmptest.MP3(t, 3.024, 16000, 1, "32k", true)
+		sp.postChunks(t, "tls-post", splitEvery(three, 14*144), 504*time.Millisecond)
+		checkArrived(t, rtmp, "tls-post", session.MP3Duration(three))
+
+		dialer := websocket.Dialer{TLSClientConfig: &tls.Config{RootCAs: pool}}
+		c, _, err := dialer.Dial("wss"+strings.TrimPrefix(sp.URL, "https")+"/ws?id=tls-ws&key=secret", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		go func() {
+			for {
+				if _, _, err := c.ReadMessage(); err != nil {
+					return
+				}
+			}
+		}()
+		pieces := splitEvery(three, 400)
+		paced(len(pieces), 100*time.Millisecond, func(i int) { c.WriteMessage(websocket.BinaryMessage, pieces[i]) })
+		c.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""))
+		checkArrived(t, rtmp, "tls-ws", session.MP3Duration(three))
 	})
 	t.Run("unreachable RTMP server", func(t *testing.T) {
 		t.Parallel()
