@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -68,6 +69,9 @@ type Config struct {
 	TLSKey          string
 	DrainDelay      time.Duration
 	HeaderTimeout   time.Duration
+	StallTimeout    time.Duration
+	GapFill         time.Duration
+	Buffer          string
 }
 
 // parseConfig reads flags, then fills every flag not given on the command
@@ -98,6 +102,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.Float64Var(&c.RateSessions, "rate-sessions", 2, "new streams per second per client IP (bursts of 5 or twice that); 0: no limit")
 	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate: serve HTTPS and WSS (with -tls-key)")
 	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key for -tls-cert")
+	fs.DurationVar(&c.StallTimeout, "stall-timeout", session.DefaultStallTimeout, "restart ffmpeg when its output stops advancing this long while audio arrives")
+	fs.DurationVar(&c.GapFill, "gap-fill", time.Second, "feed silence after this long without client audio, keeping the publish alive; 0 turns it off")
+	fs.StringVar(&c.Buffer, "buffer", "10s", "audio held per stream while its ffmpeg restarts: a duration (10s) or a size (512KiB, 1MiB)")
 	fs.DurationVar(&c.HeaderTimeout, "header-timeout", 10*time.Second, "time for a client to send its request headers (against slowloris)")
 	fs.DurationVar(&c.DrainDelay, "drain-delay", 0, "on SIGTERM, report not ready and keep serving this long before closing streams")
 	if err := fs.Parse(args); err != nil {
@@ -131,8 +138,11 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 		return c, errors.New("limits must be positive")
 	case (c.TLSCert == "") != (c.TLSKey == ""):
 		return c, errors.New("-tls-cert and -tls-key go together")
-	case c.DrainDelay < 0:
-		return c, errors.New("-drain-delay must not be negative")
+	case c.DrainDelay < 0 || c.GapFill < 0 || c.StallTimeout <= 0:
+		return c, errors.New("-drain-delay and -gap-fill must not be negative, -stall-timeout must be positive")
+	}
+	if _, _, err := parseBuffer(c.Buffer); err != nil {
+		return c, err
 	}
 	return c, nil
 }
@@ -200,6 +210,7 @@ func serve(ctx context.Context, cfg Config, ln net.Listener, log *logrus.Entry) 
 	} else if cfg.Key == "" {
 		log.Warn("-key is empty: anyone can publish")
 	}
+	bufBytes, bufAudio, _ := parseBuffer(cfg.Buffer)
 	mets := metrics.New()
 	reg := session.NewRegistry(session.Config{
 		Observer: mets,
@@ -208,9 +219,13 @@ func serve(ctx context.Context, cfg Config, ln net.Listener, log *logrus.Entry) 
 			AudioCodec:   cfg.AudioCodec,
 			AudioBitrate: cfg.AudioBitrate,
 		},
-		RTMPBase:    cfg.RTMP,
-		IdleTimeout: cfg.IdleTimeout,
-		MaxSessions: cfg.MaxSessions,
+		RTMPBase:     cfg.RTMP,
+		IdleTimeout:  cfg.IdleTimeout,
+		MaxSessions:  cfg.MaxSessions,
+		StallTimeout: cfg.StallTimeout,
+		GapFill:      cfg.GapFill,
+		BufferBytes:  bufBytes,
+		BufferAudio:  bufAudio,
 	}, log)
 	var origins []string
 	for _, o := range strings.Split(cfg.AllowedOrigins, ",") {
@@ -348,4 +363,27 @@ func tokenCommand(args []string, getenv func(string) string, stdout, stderr io.W
 	}
 	fmt.Fprintln(stdout, token)
 	return 0
+}
+
+// parseBuffer reads -buffer: a duration of audio, or a size in bytes with
+// an optional KiB/MiB (or k/M, KB/MB) suffix.
+func parseBuffer(v string) (bytes int, audio time.Duration, err error) {
+	if d, err := time.ParseDuration(v); err == nil && d > 0 {
+		return 0, d, nil
+	}
+	num, mult := strings.TrimSpace(v), 1
+	for _, u := range []struct {
+		suffix string
+		mult   int
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"KB", 1000}, {"MB", 1000 * 1000}, {"k", 1000}, {"M", 1000 * 1000}, {"B", 1}} {
+		if strings.HasSuffix(num, u.suffix) {
+			num, mult = strings.TrimSpace(strings.TrimSuffix(num, u.suffix)), u.mult
+			break
+		}
+	}
+	n, err := strconv.Atoi(num)
+	if err != nil || n <= 0 {
+		return 0, 0, fmt.Errorf("-buffer %q: want a duration like 10s or a size like 512KiB", v)
+	}
+	return n * mult, 0, nil
 }

@@ -41,7 +41,7 @@ func (e *ExitError) Error() string {
 	how := "ffmpeg exited"
 	if e.State != nil {
 		if ws, ok := e.State.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			how = "ffmpeg was killed by " + ws.Signal().String()
+			how = "ffmpeg was killed (" + ws.Signal().String() + ")"
 		} else {
 			how = "ffmpeg exited with status " + strconv.Itoa(e.State.ExitCode())
 		}

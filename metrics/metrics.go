@@ -25,6 +25,8 @@ type Metrics struct {
 	bytesIn         *prometheus.CounterVec
 	audioIn         *prometheus.CounterVec
 	ffmpegStarts    prometheus.Counter
+	ffmpegRestarts  prometheus.Counter
+	buffered        prometheus.Gauge
 	ffmpegExits     *prometheus.CounterVec
 	responses       *prometheus.CounterVec
 	ackLatency      prometheus.Histogram
@@ -56,6 +58,12 @@ func New() *Metrics {
 		ffmpegStarts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "publisher_ffmpeg_starts_total", Help: "ffmpeg processes started.",
 		}),
+		ffmpegRestarts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "publisher_ffmpeg_restarts_total", Help: "ffmpeg processes restarted after a failure (RTMP server down, stall, crash).",
+		}),
+		buffered: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "publisher_buffered_bytes", Help: "Audio bytes held for ffmpeg processes that are restarting, over all sessions.",
+		}),
 		ffmpegExits: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "publisher_ffmpeg_exits_total", Help: "ffmpeg processes ended, by cause (clean, error, killed).",
 		}, []string{"cause"}),
@@ -72,7 +80,7 @@ func New() *Metrics {
 		}),
 	}
 	m.reg.MustRegister(m.sessionsLive, m.sessionsStarted, m.sessionsEnded, m.bytesIn, m.audioIn,
-		m.ffmpegStarts, m.ffmpegExits, m.responses, m.ackLatency, m.stdinWrite,
+		m.ffmpegStarts, m.ffmpegRestarts, m.buffered, m.ffmpegExits, m.responses, m.ackLatency, m.stdinWrite,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Known label values start at zero, so rate() and alerts work before
 	// the first event.
@@ -105,6 +113,8 @@ func (m *Metrics) SessionEnded(c session.Cause) {
 }
 
 func (m *Metrics) FFmpegStarted()               { m.ffmpegStarts.Inc() }
+func (m *Metrics) FFmpegRestarted()             { m.ffmpegRestarts.Inc() }
+func (m *Metrics) Buffered(delta int)           { m.buffered.Add(float64(delta)) }
 func (m *Metrics) FFmpegExited(cause string)    { m.ffmpegExits.WithLabelValues(cause).Inc() }
 func (m *Metrics) StdinWritten(d time.Duration) { m.stdinWrite.Observe(d.Seconds()) }
 

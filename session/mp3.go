@@ -14,6 +14,7 @@ import (
 
 // frameHeader is a decoded MPEG audio layer III frame header.
 type frameHeader struct {
+	raw        [4]byte
 	version    byte // 1, 2, or 25 for MPEG 2.5
 	sampleRate int
 	mono       bool
@@ -40,6 +41,7 @@ func parseHeader(b []byte) (frameHeader, bool) {
 		return frameHeader{}, false
 	}
 	var h frameHeader
+	copy(h.raw[:], b[:4])
 	switch (b[1] >> 3) & 3 {
 	case 0:
 		h.version = 25
@@ -149,8 +151,13 @@ type mp3Scanner struct {
 	skip   int         // bytes of a tag still to drop
 	synced bool        // the carry starts at a frame boundary we trust
 	last   frameHeader // the last frame passed on
-	out    []byte      // reused output buffer
-	stats  ScanStats
+	// formatChanged: feed stopped at the first frame of a stream with
+	// another sample rate, MPEG version or channel mode; the caller
+	// restarts its decoder and calls feed(nil) for the rest.
+	formatChanged bool
+	formatPending bool   // formatChanged was reported for the frame at the carry's start
+	out           []byte // reused output buffer
+	stats         ScanStats
 	// startGarbage counts bytes skipped before the first frame.
 	startGarbage int
 }
@@ -223,11 +230,21 @@ func (s *mp3Scanner) feed(p []byte) ([]byte, error) {
 			break // the rest of this frame comes with the next write
 		}
 		frame := rem[:h.length]
-		i += h.length
 		if isInfoFrame(frame, h) {
+			i += h.length
 			s.stats.Stripped += int64(h.length)
 			continue
 		}
+		if s.stats.Frames > 0 && !sameStream(h, s.last) {
+			if len(out) > 0 || !startedBefore || !s.formatPending {
+				// Hand over what came before; the caller restarts.
+				s.formatChanged = true
+				s.formatPending = true
+				break
+			}
+		}
+		s.formatPending = false
+		i += h.length
 		out = append(out, frame...)
 		s.last = h
 		s.stats.Frames++
@@ -281,4 +298,24 @@ func MP3Duration(data []byte) time.Duration {
 	}
 	s.flush()
 	return s.stats.Audio
+}
+
+// silentFrame returns a frame of digital silence in h's stream format: the
+// lowest bitrate, no CRC, side information and main data all zero (no
+// Huffman data, so every sample decodes to 0).
+func silentFrame(h frameHeader) []byte {
+	hdr := []byte{0xFF, h.raw[1] | 1, 0x10 | h.raw[2]&0x0C, h.raw[3] & 0xC0}
+	sh, ok := parseHeader(hdr)
+	if !ok {
+		return nil
+	}
+	f := make([]byte, sh.length)
+	copy(f, hdr)
+	return f
+}
+
+// mustParse parses a frame built by this package.
+func mustParse(frame []byte) frameHeader {
+	h, _ := parseHeader(frame)
+	return h
 }

@@ -26,6 +26,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"regexp"
 	"strings"
@@ -44,6 +45,7 @@ var (
 	ErrShuttingDown = errors.New("the server is shutting down")
 	ErrBusy         = errors.New("this live id already has a publisher connected")
 	ErrNotMP3       = errors.New("data is not MP3: no MPEG audio layer III frame found")
+	ErrBufferFull   = errors.New("the RTMP publish is restarting and this stream's buffer is full, retry shortly")
 	// errEnded: the session ended while the caller waited; retry on a new one.
 	errEnded = errors.New("session ended")
 )
@@ -79,6 +81,12 @@ const (
 	// DefaultWriteTimeout: an ffmpeg that takes no input for this long is
 	// stuck (a pipe holds 64 KiB, several seconds of audio).
 	DefaultWriteTimeout = 10 * time.Second
+	// DefaultStallTimeout: ffmpeg reports progress every 0.5 s while it
+	// has input; 5 s without output progress is a hung upstream, not
+	// jitter.
+	DefaultStallTimeout = 5 * time.Second
+	// DefaultBufferAudio: what an RTMP server restart costs at most.
+	DefaultBufferAudio = 10 * time.Second
 )
 
 // Config is the part of the server's configuration sessions use.
@@ -100,6 +108,17 @@ type Config struct {
 	FlushGrace time.Duration
 	// Observer is told what happens, for metrics; nil means nobody.
 	Observer Observer
+	// StallTimeout restarts an ffmpeg whose output stops advancing while
+	// input arrives (a hung RTMP server); 0 means 5s.
+	StallTimeout time.Duration
+	// GapFill feeds silence after this long without client audio so the
+	// publish stays alive; 0 turns it off.
+	GapFill time.Duration
+	// BufferBytes and BufferAudio bound the audio held while ffmpeg is
+	// restarting: beyond either, writes get ErrBufferFull. 0 means no bound
+	// of that kind; both 0 means 10s of audio.
+	BufferBytes int
+	BufferAudio time.Duration
 }
 
 // Observer receives events from sessions. Calls come from many goroutines
@@ -108,6 +127,8 @@ type Observer interface {
 	SessionStarted()
 	SessionEnded(cause Cause)
 	FFmpegStarted()
+	FFmpegRestarted()
+	Buffered(delta int)        // bytes held while ffmpeg is down: + held, - released or dropped
 	FFmpegExited(cause string) // ffpipe.ExitCause
 	Accepted(transport string, bytes int, audio time.Duration)
 	StdinWritten(took time.Duration)
@@ -118,6 +139,8 @@ type nopObserver struct{}
 func (nopObserver) SessionStarted()                     {}
 func (nopObserver) SessionEnded(Cause)                  {}
 func (nopObserver) FFmpegStarted()                      {}
+func (nopObserver) FFmpegRestarted()                    {}
+func (nopObserver) Buffered(int)                        {}
 func (nopObserver) FFmpegExited(string)                 {}
 func (nopObserver) Accepted(string, int, time.Duration) {}
 func (nopObserver) StdinWritten(time.Duration)          {}
@@ -137,6 +160,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Observer == nil {
 		c.Observer = nopObserver{}
+	}
+	if c.StallTimeout <= 0 {
+		c.StallTimeout = DefaultStallTimeout
+	}
+	if c.BufferBytes <= 0 && c.BufferAudio <= 0 {
+		c.BufferAudio = DefaultBufferAudio
 	}
 	return c
 }
@@ -160,7 +189,11 @@ type Info struct {
 	Audio     time.Duration `json:"-"`
 	Seconds   float64       `json:"seconds"`
 	PID       int           `json:"pid,omitempty"`
-	FFmpeg    string        `json:"ffmpeg"`              // not started, starting, publishing, exited
+	FFmpeg    string        `json:"ffmpeg"`              // not started, starting, publishing, restarting, exited
+	Restarts  int           `json:"restarts"`            // ffmpeg restarts after failures
+	Buffered  int           `json:"buffered_bytes"`      // held while ffmpeg restarts
+	Dropped   int64         `json:"dropped_bytes"`       // accepted but never delivered (lost in a dead ffmpeg)
+	Silence   float64       `json:"silence_seconds"`     // gap fill fed
 	Publisher string        `json:"publisher,omitempty"` // transport of the connection holding the ID
 	Transport string        `json:"transport,omitempty"` // of the latest write
 	Remote    string        `json:"remote,omitempty"`    // of the latest write
@@ -187,8 +220,13 @@ type Session struct {
 	// so waiters can give up, and because blocked senders queue in order.
 	wsem chan struct{}
 	// Owned by the holder of wsem:
-	scan *mp3Scanner // nil for formats other than MP3
-	proc *ffpipe.Proc
+	scan    *mp3Scanner  // nil for formats other than MP3
+	proc    *ffpipe.Proc // the ffmpeg taking input; nil before the first audio and while restarting
+	pending []byte       // whole frames accepted while proc is nil, written when it is back
+	pendAud time.Duration
+	fed     time.Duration // audio handed on (client audio and silence): the media clock
+	clock0  time.Time     // when the first audio was handed on
+	silent  []byte        // one silent frame in the stream's format, for gap fill
 
 	endReq chan struct{} // closed by requestEnd
 	done   chan struct{} // closed when ended
@@ -197,15 +235,24 @@ type Session struct {
 	state     State
 	pid       int
 	ffstate   string
-	lastData  time.Time
+	lastData  time.Time // last client write (idle timeout)
+	lastWrite time.Time // last client audio into stdin (stall detection)
 	inflight  int
 	bytes     int64
 	audio     time.Duration
 	endReason string
 	endCause  Cause
 	source    Source         // the latest writer
-	err       *UpstreamError // why the session failed, if it did
-	running   *ffpipe.Proc   // proc, for kill, which does not hold wsem
+	err       *UpstreamError // the latest ffmpeg failure
+	published bool           // an ffmpeg of this session has opened its output
+	restarts  int
+	failures  int          // consecutive failures, for the backoff
+	running   *ffpipe.Proc // proc, readable without wsem (kill, stall checks)
+	dropped   int64        // accepted bytes that could not be delivered
+	buffered  int          // len(pending)
+	killed    *ffpipe.Proc // the ffmpeg we killed on purpose (stuck or stalled)
+	killedWhy string
+	silence   time.Duration // fed by gap fill
 }
 
 func newSession(id string, cfg Config, log *logrus.Entry) *Session {
@@ -238,21 +285,17 @@ func (s *Session) Info() Info {
 }
 
 func (s *Session) infoLocked() Info {
-	return Info{
+	info := Info{
 		ID: s.id, State: s.state, Started: s.started, Bytes: s.bytes,
 		Audio: s.audio, Seconds: s.audio.Seconds(), PID: s.pid,
 		FFmpeg: s.ffstate, EndReason: s.endReason, Cause: s.endCause,
 		Transport: s.source.Transport, Remote: s.source.Remote,
-		LastError: s.lastError(),
+		Restarts: s.restarts, Dropped: s.dropped, Silence: s.silence.Seconds(), Buffered: s.buffered,
 	}
-}
-
-// lastError is the failure's text, if any. Must hold mu.
-func (s *Session) lastError() string {
-	if s.err == nil {
-		return ""
+	if s.err != nil {
+		info.LastError = s.err.Error()
 	}
-	return s.err.Error()
+	return info
 }
 
 // Cause is why a session ended, in a word (a metric label).
@@ -262,7 +305,7 @@ const (
 	CauseIdle     Cause = "idle"          // no data for the idle timeout
 	CauseClient   Cause = "client"        // the client ended the stream
 	CauseDeleted  Cause = "deleted"       // DELETE /streams/{id}
-	CauseFFmpeg   Cause = "ffmpeg_failed" // ffmpeg or the RTMP server failed
+	CauseFFmpeg   Cause = "ffmpeg_failed" // ffmpeg could not be started at all
 	CauseNotMP3   Cause = "not_mp3"       // the first data was refused
 	CauseShutdown Cause = "shutdown"      // the server is stopping
 )
@@ -279,35 +322,46 @@ func (s *Session) requestEnd(cause Cause, reason string) {
 	close(s.endReq)
 }
 
-// fail ends the session because its ffmpeg failed; Err reports err.
-func (s *Session) fail(err *UpstreamError) {
-	s.mu.Lock()
-	if s.err == nil && s.endReason == "" {
-		s.err = err
+func (s *Session) ending() bool {
+	select {
+	case <-s.endReq:
+		return true
+	default:
+		return false
 	}
-	s.mu.Unlock()
-	s.requestEnd(CauseFFmpeg, err.Error())
 }
 
-// Err is why the session failed, or nil if it did not (yet).
+// Err is why the stream cannot go live: its ffmpeg failed and no ffmpeg of
+// the session has published yet. Once a stream was live, failures are
+// restarts, not errors (see Info's LastError).
 func (s *Session) Err() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.err == nil {
-		return nil // not a typed nil
+	if s.err == nil || s.published {
+		return nil
 	}
 	return s.err
 }
+
+// superviseEvery is how often run checks for stalls and gaps: a tenth of a
+// second keeps gap fill smooth and costs nothing.
+const superviseEvery = 100 * time.Millisecond
 
 // run waits for a reason to end, then ends the session. remove takes the
 // session out of the registry. Call once.
 func (s *Session) run(remove func()) {
 	idle := time.NewTimer(s.cfg.IdleTimeout)
 	defer idle.Stop()
+	tick := time.NewTicker(superviseEvery)
+	defer tick.Stop()
+	var st stallWatch
 	for ended := false; !ended; {
 		select {
 		case <-s.endReq:
 			ended = true
+		case now := <-tick.C:
+			s.checkStall(&st, now)
+			s.fillGap(now)
 		case <-idle.C:
 			s.mu.Lock()
 			wait := s.cfg.IdleTimeout - time.Since(s.lastData)
@@ -331,15 +385,31 @@ func (s *Session) run(remove func()) {
 	if s.proc != nil {
 		s.stopProc()
 	}
+	if n := len(s.pending); n > 0 {
+		s.cfg.Observer.Buffered(-n)
+		s.mu.Lock()
+		s.dropped += int64(n)
+		s.buffered = 0
+		s.mu.Unlock()
+		s.pending = nil
+	}
 	s.mu.Lock()
 	s.state = StateEnded
+	if s.ffstate != "not started" {
+		s.ffstate = "exited"
+	}
 	info := s.infoLocked()
 	s.mu.Unlock()
-	s.log.WithFields(logrus.Fields{
+	l := s.log.WithFields(logrus.Fields{
 		"reason": info.EndReason, "bytes": info.Bytes,
 		"audio_seconds": fmt.Sprintf("%.2f", info.Seconds),
 		"duration":      time.Since(s.started).Round(time.Millisecond).String(),
-	}).Info("session ended")
+	})
+	if info.Restarts > 0 || info.Dropped > 0 || info.Silence > 0 {
+		l = l.WithFields(logrus.Fields{"restarts": info.Restarts, "dropped_bytes": info.Dropped,
+			"silence_seconds": fmt.Sprintf("%.2f", info.Silence)})
+	}
+	l.Info("session ended")
 	close(s.done)
 }
 
@@ -353,9 +423,6 @@ func (s *Session) stopProc() {
 		}
 	}
 	s.proc.Stop(s.cfg.FlushGrace)
-	s.mu.Lock()
-	s.ffstate = "exited"
-	s.mu.Unlock()
 }
 
 // kill ends the session at once: shutdown's grace ran out. run still
@@ -372,7 +439,8 @@ func (s *Session) kill() {
 
 // write hands p to ffmpeg. It waits for earlier writers (giving up when
 // ctx ends), starts ffmpeg with the stream's first audio, and returns once
-// the bytes are in ffmpeg's stdin. With awaitStart, the write that started
+// the bytes are in ffmpeg's stdin, or held for an ffmpeg that is
+// restarting. With awaitStart, the write that started the session's first
 // ffmpeg then waits (without holding the writer lock) until ffmpeg has
 // opened its output, so an unreachable RTMP server fails this request
 // rather than a later one: one-shot POSTs want that, connections learn it
@@ -394,7 +462,7 @@ func (s *Session) write(ctx context.Context, src Source, p []byte, awaitStart bo
 }
 
 // writeLocked does write's work. Must hold wsem. It returns the ffmpeg it
-// started, if this write started one.
+// started, if this write started the session's first.
 func (s *Session) writeLocked(src Source, p []byte) (Result, *ffpipe.Proc, error) {
 	s.mu.Lock()
 	if s.endReason != "" {
@@ -412,33 +480,40 @@ func (s *Session) writeLocked(src Source, p []byte) (Result, *ffpipe.Proc, error
 		s.mu.Unlock()
 	}()
 
-	data := p
-	var audioBefore time.Duration
-	if s.scan != nil {
-		audioBefore = s.scan.stats.Audio
-		var err error
-		if data, err = s.scan.feed(p); err != nil {
-			if s.proc == nil {
-				s.requestEnd(CauseNotMP3, "first data was not MP3")
-			}
-			return Result{}, nil, err
-		}
-	}
 	var started *ffpipe.Proc
-	if s.proc == nil && len(data) > 0 {
-		if err := s.startProc(); err != nil {
-			return Result{}, nil, err
-		}
-		started = s.proc
-	}
-	if len(data) > 0 {
-		if err := s.writeProc(data); err != nil {
-			return Result{}, nil, err
-		}
-	}
 	var audio time.Duration
-	if s.scan != nil {
-		audio = s.scan.stats.Audio - audioBefore
+	data := p
+	for {
+		var dataAudio time.Duration
+		if s.scan != nil {
+			before := s.scan.stats.Audio
+			var err error
+			if data, err = s.scan.feed(data); err != nil {
+				if !s.everStarted() {
+					s.requestEnd(CauseNotMP3, "first data was not MP3")
+				}
+				return Result{}, nil, err
+			}
+			dataAudio = s.scan.stats.Audio - before
+		}
+		if len(data) > 0 {
+			first, err := s.deliver(data, dataAudio)
+			if err != nil {
+				return Result{}, nil, err
+			}
+			if first != nil {
+				started = first
+			}
+		}
+		audio += dataAudio
+		// A new recording (another sample rate or channel count) needs an
+		// ffmpeg of its own; the scanner stopped at its first frame.
+		if s.scan == nil || !s.scan.formatChanged {
+			break
+		}
+		s.scan.formatChanged = false
+		s.replaceProc()
+		data = nil
 	}
 	s.mu.Lock()
 	s.bytes += int64(len(p))
@@ -449,47 +524,242 @@ func (s *Session) writeLocked(src Source, p []byte) (Result, *ffpipe.Proc, error
 	return Result{Bytes: int64(len(p)), Audio: audio, Total: info}, started, nil
 }
 
-// startProc starts ffmpeg. Must hold wsem.
+// everStarted tells whether an ffmpeg was ever started for the session.
+func (s *Session) everStarted() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pid != 0
+}
+
+// deliver writes whole frames to ffmpeg, starting the first one, or holds
+// them while ffmpeg restarts. Must hold wsem.
+func (s *Session) deliver(data []byte, audio time.Duration) (*ffpipe.Proc, error) {
+	var started *ffpipe.Proc
+	if !s.everStarted() {
+		if err := s.startProc(); err != nil {
+			s.requestEnd(CauseFFmpeg, err.Error())
+			return nil, err
+		}
+		started = s.proc
+	}
+	s.mu.Lock()
+	published, lastErr := s.published, s.err
+	s.mu.Unlock()
+	if s.proc == nil {
+		if !published && lastErr != nil {
+			return nil, lastErr // never live yet: say why instead of piling up audio
+		}
+		return nil, s.hold(data, audio)
+	}
+	if err := s.writeProc(data); err != nil {
+		if started != nil || !published {
+			var stuck *UpstreamError
+			if errors.As(err, &stuck) {
+				return nil, stuck
+			}
+			return nil, s.procFailure(s.proc)
+		}
+		s.log.WithError(err).Debug("ffmpeg went away during a write; holding the audio for its successor")
+		s.proc = nil
+		return nil, s.hold(data, audio)
+	}
+	s.advance(audio)
+	return started, nil
+}
+
+// advance moves the media clock after audio was handed on. Must hold wsem.
+func (s *Session) advance(audio time.Duration) {
+	if s.clock0.IsZero() {
+		s.clock0 = time.Now()
+	}
+	s.fed += audio
+}
+
+// hold keeps frames for the next ffmpeg, within the buffer's bounds. Must
+// hold wsem.
+func (s *Session) hold(data []byte, audio time.Duration) error {
+	if (s.cfg.BufferBytes > 0 && len(s.pending)+len(data) > s.cfg.BufferBytes) ||
+		(s.cfg.BufferAudio > 0 && s.pendAud+audio > s.cfg.BufferAudio) {
+		return ErrBufferFull
+	}
+	s.pending = append(s.pending, data...)
+	s.pendAud += audio
+	s.advance(audio)
+	s.cfg.Observer.Buffered(len(data))
+	s.mu.Lock()
+	s.buffered = len(s.pending)
+	s.mu.Unlock()
+	return nil
+}
+
+// startProc starts an ffmpeg and its watcher. Must hold wsem.
 func (s *Session) startProc() error {
 	fc := s.cfg.FFmpeg
 	fc.Target = Target(s.cfg.RTMPBase, s.id)
 	proc, err := ffpipe.Start(fc, s.log)
 	if err != nil {
 		s.log.WithError(err).Error("cannot start ffmpeg")
-		s.requestEnd(CauseFFmpeg, "ffmpeg did not start")
 		return &UpstreamError{Reason: err.Error()}
 	}
 	s.proc = proc
 	s.cfg.Observer.FFmpegStarted()
 	s.mu.Lock()
+	first := s.pid == 0
 	s.state = StateLive
 	s.pid = proc.Pid()
 	s.running = proc
 	s.ffstate = "starting"
 	s.mu.Unlock()
-	s.log.WithFields(logrus.Fields{"pid": proc.Pid(), "target": RedactURL(fc.Target)}).Info("session started")
-	go func() {
-		select {
-		case <-proc.Ready():
-			s.mu.Lock()
-			if s.ffstate == "starting" {
-				s.ffstate = "publishing"
-			}
-			s.mu.Unlock()
-		case <-proc.Done():
-		}
-		<-proc.Done()
-		s.mu.Lock()
-		s.ffstate = "exited"
-		s.mu.Unlock()
-		s.cfg.Observer.FFmpegExited(ffpipe.ExitCause(proc.Err()))
-		if err := proc.Err(); err != nil {
-			s.fail(&UpstreamError{Reason: strings.TrimPrefix(err.Error(), "ffmpeg ")})
-		} else {
-			s.requestEnd(CauseFFmpeg, "ffmpeg exited")
-		}
-	}()
+	if first {
+		s.log.WithFields(logrus.Fields{"pid": proc.Pid(), "target": RedactURL(fc.Target)}).Info("session started")
+	}
+	go s.watch(proc)
 	return nil
+}
+
+// Restart backoff: quick first retries (an RTMP server restarting is back
+// within seconds), capped so that a stream republishes within 2 s of its
+// server's return, with jitter so that many sessions do not retry in step.
+const (
+	backoffFirst = 250 * time.Millisecond
+	backoffMax   = 2 * time.Second
+	// healthyAfter: an ffmpeg that ran this long resets the backoff.
+	healthyAfter = 30 * time.Second
+)
+
+func backoff(failures int) time.Duration {
+	d := backoffFirst << min(failures-1, 10)
+	d = min(d, backoffMax)
+	return d - time.Duration(rand.Int64N(int64(d/5)+1)) // 80-100%: never beyond the cap
+}
+
+// watch follows one ffmpeg to its end. If it was the session's current
+// ffmpeg and the session is not ending, it schedules a restart.
+func (s *Session) watch(proc *ffpipe.Proc) {
+	startedAt := time.Now()
+	select {
+	case <-proc.Ready():
+		s.mu.Lock()
+		s.published = true
+		if s.running == proc {
+			s.ffstate = "publishing"
+		}
+		s.mu.Unlock()
+	case <-proc.Done():
+	}
+	<-proc.Done()
+	err := proc.Err()
+	s.cfg.Observer.FFmpegExited(ffpipe.ExitCause(err))
+	select {
+	case s.wsem <- struct{}{}:
+	case <-s.endReq:
+		return // run stops and reaps it
+	}
+	if s.proc == proc {
+		s.proc = nil
+	}
+	// Another ffmpeg already took over: a format change replaced this one
+	// on purpose, or a restart ran. Otherwise none runs now.
+	replaced := s.proc != nil
+	<-s.wsem
+	s.mu.Lock()
+	if s.running == proc {
+		s.running = nil
+	}
+	if replaced || s.endReason != "" {
+		s.mu.Unlock()
+		return
+	}
+	reason := "ffmpeg exited"
+	if err != nil {
+		reason = strings.TrimPrefix(err.Error(), "ffmpeg ")
+	}
+	if s.killed == proc {
+		reason = s.killedWhy
+	}
+	s.err = &UpstreamError{Reason: reason}
+	if time.Since(startedAt) >= healthyAfter {
+		s.failures = 0
+	}
+	s.failures++
+	delay := backoff(s.failures)
+	s.ffstate = "restarting"
+	s.mu.Unlock()
+	s.log.WithFields(logrus.Fields{"pid": proc.Pid(), "retry_in": delay.Round(time.Millisecond).String(),
+		"ffmpeg_tail": strings.Join(proc.Tail(), " | ")}).Warn("ffmpeg ended unexpectedly: " + reason)
+	go s.restartAfter(delay)
+}
+
+// restartAfter starts a new ffmpeg after delay and hands it the audio held
+// meanwhile.
+func (s *Session) restartAfter(delay time.Duration) {
+	t := time.NewTimer(delay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-s.endReq:
+		return
+	}
+	select {
+	case s.wsem <- struct{}{}:
+	case <-s.endReq:
+		return
+	}
+	defer func() { <-s.wsem }()
+	if s.proc != nil || s.ending() {
+		return
+	}
+	if err := s.startProc(); err != nil {
+		s.mu.Lock()
+		s.failures++
+		next := backoff(s.failures)
+		s.mu.Unlock()
+		go s.restartAfter(next)
+		return
+	}
+	s.mu.Lock()
+	s.restarts++
+	s.mu.Unlock()
+	s.cfg.Observer.FFmpegRestarted()
+	s.flushPending()
+}
+
+// flushPending writes the held audio to the current ffmpeg. Must hold wsem.
+func (s *Session) flushPending() {
+	if len(s.pending) == 0 || s.proc == nil {
+		return
+	}
+	if err := s.writeProc(s.pending); err != nil {
+		return // this ffmpeg is failing too: its watcher restarts again
+	}
+	s.cfg.Observer.Buffered(-len(s.pending))
+	s.log.WithField("held_seconds", fmt.Sprintf("%.2f", s.pendAud.Seconds())).Info("ffmpeg restarted; held audio delivered")
+	s.pending = s.pending[:0]
+	s.pendAud = 0
+	s.mu.Lock()
+	s.buffered = 0
+	s.mu.Unlock()
+}
+
+// replaceProc ends the current ffmpeg cleanly (its publish flushed and
+// closed) and starts another for a stream whose format changed. Must hold
+// wsem.
+func (s *Session) replaceProc() {
+	old := s.proc
+	s.proc = nil
+	if old != nil {
+		s.log.Info("the MP3 format changed (a new recording): restarting ffmpeg")
+		old.Stop(s.cfg.FlushGrace)
+	}
+	if err := s.startProc(); err != nil {
+		s.mu.Lock()
+		s.err = err.(*UpstreamError)
+		s.failures++
+		next := backoff(s.failures)
+		s.ffstate = "restarting"
+		s.mu.Unlock()
+		go s.restartAfter(next)
+	}
 }
 
 // writeProc writes to stdin with a deadline. Must hold wsem.
@@ -499,20 +769,19 @@ func (s *Session) writeProc(data []byte) error {
 	_, err := s.proc.Write(data)
 	if err == nil {
 		s.cfg.Observer.StdinWritten(time.Since(start))
+		s.mu.Lock()
+		s.lastWrite = time.Now()
+		s.mu.Unlock()
 		return nil
 	}
 	if errors.Is(err, os.ErrDeadlineExceeded) {
-		err := &UpstreamError{Reason: fmt.Sprintf("ffmpeg took no input for %s", s.cfg.WriteTimeout)}
-		s.log.Warn(err.Reason)
-		s.fail(err)
-		return err
+		// ffmpeg is stuck: end it; its watcher starts another.
+		stuck := &UpstreamError{Reason: fmt.Sprintf("ffmpeg took no input for %s", s.cfg.WriteTimeout)}
+		s.log.Warn(stuck.Reason + "; restarting it")
+		s.killOnPurpose(s.proc, stuck.Reason)
+		return stuck
 	}
-	// The pipe broke: ffmpeg is exiting. Its exit status says why.
-	select {
-	case <-s.proc.Done():
-	case <-time.After(s.cfg.StartTimeout):
-	}
-	return s.procFailure(s.proc)
+	return err
 }
 
 // starveWait: ffmpeg reads about 1 KiB of MP3 before it opens its output;
@@ -551,7 +820,13 @@ func (s *Session) awaitPublish(proc *ffpipe.Proc) error {
 	}
 }
 
+// procFailure waits briefly for a failing ffmpeg's exit and returns why it
+// failed, as ffmpeg said it.
 func (s *Session) procFailure(proc *ffpipe.Proc) error {
+	select {
+	case <-proc.Done():
+	case <-time.After(s.cfg.StartTimeout):
+	}
 	reason := "ffmpeg stopped reading its input"
 	select {
 	case <-proc.Done():
@@ -563,8 +838,100 @@ func (s *Session) procFailure(proc *ffpipe.Proc) error {
 	default:
 	}
 	err := &UpstreamError{Reason: reason}
-	s.fail(err)
+	s.mu.Lock()
+	s.err = err
+	s.mu.Unlock()
 	return err
+}
+
+// stallWatch is run's memory of the current ffmpeg's output progress.
+type stallWatch struct {
+	proc    *ffpipe.Proc
+	out     time.Duration // latest output time
+	advance time.Time     // when out last grew
+}
+
+// checkStall restarts an ffmpeg whose output stopped advancing while input
+// kept arriving: an RTMP server that stopped reading. ffmpeg's stdin keeps
+// taking data from a stalled server for minutes, so only its progress
+// tells.
+func (s *Session) checkStall(w *stallWatch, now time.Time) {
+	s.mu.Lock()
+	p, lastWrite := s.running, s.lastWrite
+	s.mu.Unlock()
+	if p == nil {
+		return
+	}
+	published := false
+	select {
+	case <-p.Ready():
+		published = true
+	default:
+	}
+	if p != w.proc {
+		*w = stallWatch{proc: p, advance: now}
+	}
+	if pr := p.Progress(); pr.OutTime > w.out {
+		w.out, w.advance = pr.OutTime, now
+	}
+	if !published || !lastWrite.After(w.advance) || now.Sub(w.advance) < s.cfg.StallTimeout {
+		return
+	}
+	reason := fmt.Sprintf("ffmpeg's output has not advanced for %s while audio kept arriving: the RTMP server stopped reading", now.Sub(w.advance).Round(time.Second))
+	s.log.WithField("pid", p.Pid()).Warn(reason + "; restarting ffmpeg")
+	w.advance = now // one kill per stall
+	s.killOnPurpose(p, reason)
+}
+
+// killOnPurpose kills a stuck ffmpeg; its watcher restarts it and reports
+// why.
+func (s *Session) killOnPurpose(p *ffpipe.Proc, why string) {
+	s.mu.Lock()
+	s.killed, s.killedWhy = p, why
+	s.err = &UpstreamError{Reason: why}
+	s.mu.Unlock()
+	p.Kill()
+}
+
+// fillGap feeds silence while the client is quiet: the media clock (audio
+// handed on since the first) is kept no more than GapFill behind the wall
+// clock. Client audio is never dropped, so a client that stalls and then
+// sends what it queued puts the stream ahead of the clock by at most that
+// stall minus GapFill; later gaps spend that lead before any silence is
+// added, so the delay does not accumulate.
+func (s *Session) fillGap(now time.Time) {
+	if s.cfg.GapFill <= 0 || s.scan == nil {
+		return
+	}
+	select {
+	case s.wsem <- struct{}{}:
+	default:
+		return // a client is writing: no gap
+	}
+	defer func() { <-s.wsem }()
+	if s.proc == nil || s.clock0.IsZero() || !s.scan.started() || s.ending() {
+		return
+	}
+	lag := now.Sub(s.clock0) - s.fed
+	if lag <= s.cfg.GapFill {
+		return
+	}
+	if s.silent == nil || !sameStream(s.scan.last, mustParse(s.silent)) {
+		s.silent = silentFrame(s.scan.last)
+	}
+	dur := s.scan.last.duration()
+	n := int((lag-s.cfg.GapFill)/dur) + 1
+	buf := make([]byte, 0, n*len(s.silent))
+	for i := 0; i < n; i++ {
+		buf = append(buf, s.silent...)
+	}
+	if err := s.writeProc(buf); err != nil {
+		return
+	}
+	s.fed += time.Duration(n) * dur
+	s.mu.Lock()
+	s.silence += time.Duration(n) * dur
+	s.mu.Unlock()
 }
 
 // RedactURL hides a query string (RTMP servers often take a key there).

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -249,13 +250,27 @@ func TestRefusals(t *testing.T) {
 		}
 	})
 	t.Run("ffmpeg fails", func(t *testing.T) {
-		r, _ := newTestRegistry(t, fakeffmpeg.Fail, nil)
+		r, _ := newTestRegistry(t, fakeffmpeg.Fail, func(c *Config) { c.IdleTimeout = 2 * time.Second })
 		_, err := r.Write(context.Background(), "abc", testSrc, frames(hdrV2Mono, 2, 1))
 		var ue *UpstreamError
 		if !errors.As(err, &ue) || !strings.Contains(ue.Reason, "Connection refused") {
 			t.Fatalf("err = %v, want the connection error ffmpeg printed", err)
 		}
-		waitGone(t, r, "abc")
+		// The stream never went live: later writes hear why, while the
+		// session keeps retrying in the background.
+		_, err = r.Write(context.Background(), "abc", testSrc, frames(hdrV2Mono, 2, 1))
+		if !errors.As(err, &ue) || !strings.Contains(ue.Reason, "Connection refused") {
+			t.Fatalf("second write: %v", err)
+		}
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			if info, _ := r.Info("abc"); info.Restarts >= 2 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("ffmpeg was not restarted")
+			}
+		}
+		waitGone(t, r, "abc") // the idle timeout still ends it
 	})
 	t.Run("ffmpeg stops reading", func(t *testing.T) {
 		r, _ := newTestRegistry(t, fakeffmpeg.NoRead, func(c *Config) {
@@ -300,3 +315,130 @@ func TestRefusals(t *testing.T) {
 }
 
 var testSrc = Source{Transport: "base64", Remote: "192.0.2.9:1234"}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+func TestKilledFFmpegIsRestartedAndTheStreamGoesOn(t *testing.T) {
+	r, dir := newTestRegistry(t, fakeffmpeg.Normal, nil)
+	a, b, c := frames(hdrV2Mono, 10, 1), frames(hdrV2Mono, 10, 2), frames(hdrV2Mono, 10, 3)
+	res, err := r.Write(context.Background(), "abc", testSrc, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Wait until the first fake has read a, then kill it as kill -9 would.
+	waitFor(t, "the first ffmpeg to read", func() bool {
+		got := received(t, dir, "abc")
+		return len(got) == 1 && len(got[0]) == len(a)
+	})
+	syscall.Kill(res.Total.PID, syscall.SIGKILL)
+	waitFor(t, "a restart", func() bool { info, _ := r.Info("abc"); return info.Restarts == 1 && info.FFmpeg != "restarting" })
+	if _, err := r.Write(context.Background(), "abc", testSrc, b); err != nil {
+		t.Fatalf("write after the restart: %v", err)
+	}
+	if _, err := r.Write(context.Background(), "abc", testSrc, c); err != nil {
+		t.Fatal(err)
+	}
+	info, _ := r.Info("abc")
+	if !strings.Contains(info.LastError, "killed") || info.PID == res.Total.PID {
+		t.Errorf("info after the restart: %+v", info)
+	}
+	closeRegistry(t, r)
+	got := received(t, dir, "abc")
+	if len(got) != 2 || !bytes.Equal(got[1], append(append([]byte{}, b...), c...)) {
+		t.Fatalf("ffmpeg runs %d; the second should have read b and c", len(got))
+	}
+}
+
+func TestAudioIsHeldWhileFFmpegRestarts(t *testing.T) {
+	r, dir := newTestRegistry(t, fakeffmpeg.FailAfter, func(c *Config) { c.BufferBytes = 1000 })
+	if _, err := r.Write(context.Background(), "abc", testSrc, frames(hdrV2Mono, 4, 1)); err != nil {
+		t.Fatal(err)
+	}
+	// That ffmpeg published, then broke: the next audio waits for another.
+	waitFor(t, "ffmpeg to fail", func() bool { info, _ := r.Info("abc"); return info.FFmpeg == "restarting" })
+	held := frames(hdrV2Mono, 4, 2) // 576 bytes
+	if _, err := r.Write(context.Background(), "abc", testSrc, held); err != nil {
+		t.Fatalf("write while restarting: %v", err)
+	}
+	if info, _ := r.Info("abc"); info.Buffered != len(held) {
+		t.Errorf("buffered %d", info.Buffered)
+	}
+	if _, err := r.Write(context.Background(), "abc", testSrc, frames(hdrV2Mono, 4, 3)); !errors.Is(err, ErrBufferFull) {
+		t.Fatalf("write beyond the buffer: %v, want ErrBufferFull", err)
+	}
+	// The next ffmpeg gets the held audio first.
+	waitFor(t, "the held audio to reach a new ffmpeg", func() bool {
+		for _, run := range received(t, dir, "abc") {
+			if bytes.Equal(run, held) {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+func TestStalledOutputRestartsFFmpeg(t *testing.T) {
+	r, _ := newTestRegistry(t, fakeffmpeg.Stall, func(c *Config) { c.StallTimeout = 300 * time.Millisecond })
+	stop := time.Now().Add(10 * time.Second)
+	for i := 0; time.Now().Before(stop); i++ {
+		if _, err := r.Write(context.Background(), "abc", testSrc, frames(hdrV2Mono, 2, byte(i))); err != nil && !errors.Is(err, ErrBufferFull) {
+			t.Fatal(err)
+		}
+		if info, _ := r.Info("abc"); info.Restarts > 0 {
+			if !strings.Contains(info.LastError, "has not advanced") {
+				t.Errorf("last error %q", info.LastError)
+			}
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatal("a stalled ffmpeg was not restarted")
+}
+
+func TestGapFillFeedsSilenceInTheStreamsFormat(t *testing.T) {
+	r, dir := newTestRegistry(t, fakeffmpeg.Normal, func(c *Config) { c.GapFill = 200 * time.Millisecond })
+	audio := frames(hdrV25Mono, 3, 0x55) // 216 ms of 8 kHz mono
+	if _, err := r.Write(context.Background(), "abc", testSrc, audio); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a second of silence", func() bool { info, _ := r.Info("abc"); return info.Silence >= 1 })
+	closeRegistry(t, r)
+	got := received(t, dir, "abc")[0]
+	if !bytes.HasPrefix(got, audio) {
+		t.Fatal("the client's audio is not first")
+	}
+	rest := got[len(audio):]
+	silent := silentFrame(mustParse(hdrV25Mono))
+	if len(rest) == 0 || len(rest)%len(silent) != 0 || !bytes.Equal(rest[:len(silent)], silent) {
+		t.Fatalf("after the audio: %d bytes, not silent frames of %d", len(rest), len(silent))
+	}
+	if h := mustParse(silent); !sameStream(h, mustParse(hdrV25Mono)) {
+		t.Errorf("silence format %+v", h)
+	}
+}
+
+func TestFormatChangeStartsANewFFmpeg(t *testing.T) {
+	r, dir := newTestRegistry(t, fakeffmpeg.Normal, nil)
+	mono16 := frames(hdrV2Mono, 10, 1)
+	stereo44 := frames(hdrV1Stereo, 10, 2)
+	if _, err := r.Write(context.Background(), "abc", testSrc, mono16); err != nil {
+		t.Fatal(err)
+	}
+	// A recorder restarted with other settings: a new file, ID3 and all.
+	next := append(id3v2(40), stereo44...)
+	if _, err := r.Write(context.Background(), "abc", testSrc, next); err != nil {
+		t.Fatal(err)
+	}
+	closeRegistry(t, r)
+	got := received(t, dir, "abc")
+	if len(got) != 2 || !bytes.Equal(got[0], mono16) || !bytes.Equal(got[1], stereo44) {
+		t.Fatalf("want one ffmpeg per format; got %d runs", len(got))
+	}
+}

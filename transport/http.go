@@ -199,7 +199,7 @@ func status(err error) (int, string) {
 		return http.StatusUnsupportedMediaType, err.Error()
 	case errors.As(err, &ue):
 		return http.StatusBadGateway, ue.Error()
-	case errors.Is(err, session.ErrAtCapacity), errors.Is(err, session.ErrShuttingDown):
+	case errors.Is(err, session.ErrAtCapacity), errors.Is(err, session.ErrShuttingDown), errors.Is(err, session.ErrBufferFull):
 		return http.StatusServiceUnavailable, err.Error()
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded), isTimeout(err):
 		return http.StatusRequestTimeout, "the request was not completed in time"
@@ -232,8 +232,11 @@ func (s *Server) reply(w http.ResponseWriter, r *http.Request, code int, msg str
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error, extra map[string]any) {
 	code, msg := status(err)
 	var rl *rateLimited
-	if errors.As(err, &rl) {
+	switch {
+	case errors.As(err, &rl):
 		w.Header().Set("Retry-After", strconv.Itoa(retrySeconds(rl.retryAfter)))
+	case errors.Is(err, session.ErrBufferFull):
+		w.Header().Set("Retry-After", "1") // a restart takes a second or two
 	}
 	l := s.log.WithFields(logrus.Fields{"path": r.URL.Path, "remote": r.RemoteAddr, "status": code})
 	if id := requestID(r); id != "" && session.ValidID(id) {
@@ -378,7 +381,7 @@ func (s *Server) handleLive(w http.ResponseWriter, r *http.Request) error {
 		rc.SetReadDeadline(time.Now().Add(s.cfg.BodyTimeout))
 		n, rerr := r.Body.Read(buf)
 		if n > 0 {
-			res, err := pub.Write(r.Context(), buf[:n])
+			res, err := writeSlowly(r.Context(), pub, buf[:n], nil)
 			if err != nil {
 				ended = true // the stream is unusable; don't keep it waiting
 				s.fail(w, r, err, map[string]any{"id": id, "bytes": bytesIn, "seconds": audio.Seconds()})
@@ -475,4 +478,29 @@ func (s *Server) allowNewSession(r *http.Request, id string) error {
 		return &rateLimited{what: "new streams", retryAfter: wait}
 	}
 	return nil
+}
+
+// bufferRetry is how often a connection retries a write that found the
+// stream's buffer full (its ffmpeg is restarting). Meanwhile the connection
+// is not read: TCP slows the client down, nothing queues here.
+const bufferRetry = 200 * time.Millisecond
+
+// writeSlowly writes b, waiting while the stream's buffer is full; waiting
+// is called once when that starts.
+func writeSlowly(ctx context.Context, pub *session.Publisher, b []byte, waiting func()) (session.Result, error) {
+	for {
+		res, err := pub.Write(ctx, b)
+		if !errors.Is(err, session.ErrBufferFull) {
+			return res, err
+		}
+		if waiting != nil {
+			waiting()
+			waiting = nil
+		}
+		select {
+		case <-ctx.Done():
+			return res, ctx.Err()
+		case <-time.After(bufferRetry):
+		}
+	}
 }

@@ -203,7 +203,10 @@ func (c *wsConn) readLoop() bool {
 		if buf.Len() == 0 {
 			continue
 		}
-		if _, err := c.pub.Write(ctx, buf.Bytes()); err != nil {
+		if _, err := writeSlowly(ctx, c.pub, buf.Bytes(), func() {
+			c.send(map[string]any{"type": "status", "id": c.id, "state": "waiting",
+				"errmsg": "the RTMP publish is restarting and the buffer is full: slowing down"})
+		}); err != nil {
 			c.refuse(err)
 			return false
 		}
@@ -310,7 +313,8 @@ func (c *wsConn) writeLoop() {
 			}
 			last = info
 			if !write(map[string]any{"type": "status", "id": c.id, "state": info.State,
-				"ffmpeg": info.FFmpeg, "pid": info.PID, "bytes": info.Bytes, "seconds": info.Seconds}) {
+				"ffmpeg": info.FFmpeg, "pid": info.PID, "bytes": info.Bytes, "seconds": info.Seconds,
+				"restarts": info.Restarts, "last_error": info.LastError}) {
 				return
 			}
 		}

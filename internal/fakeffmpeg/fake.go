@@ -30,6 +30,7 @@ const (
 	FailAfter = "fail-after" // exit 1 after the first read (a publish that breaks)
 	IgnoreInt = "ignore-int" // ignore SIGINT and stdin EOF: only SIGKILL ends it
 	NoRead    = "no-read"    // never read stdin (a stalled encoder)
+	Stall     = "stall"      // read stdin, but report progress only once (a hung RTMP server)
 )
 
 // Env returns the environment that turns a child started from the test
@@ -83,7 +84,9 @@ func run(args []string, dir, mode string) int {
 		if n > 0 {
 			out.Write(buf[:n])
 			total += int64(n)
-			fmt.Fprintf(progress, "total_size=%d\nout_time_us=%d\nprogress=continue\n", total, total)
+			if mode != Stall || total == int64(n) {
+				fmt.Fprintf(progress, "total_size=%d\nout_time_us=%d\nprogress=continue\n", total, total)
+			}
 			fmt.Fprintf(os.Stderr, "size=%dkB time=00:00:00.00\r", total/1024)
 			if mode == FailAfter {
 				fmt.Fprintln(os.Stderr, "[flv @ 0x1] [error] Failed to write packet: Broken pipe")
