@@ -11,8 +11,11 @@ SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # End-to-end tests stream in real time, in parallel: allow more parallel
 # tests than cores, they mostly wait.
 TESTFLAGS ?= -race -count=1 -parallel 16 -timeout 15m
+# The load test in the default run: 20 real-time streams for 10 s (2 cores
+# in CI). `make load` runs the full 100 streams for 30 s.
+LOAD      ?= LOAD_STREAMS=20 LOAD_SECONDS=10
 
-.PHONY: all build deps run test test-short fuzz vet clean
+.PHONY: all build deps run test test-short load fuzz vet clean
 
 all: build
 
@@ -34,7 +37,10 @@ run: deps build
 
 test: deps
 	$(GO) vet ./...
-	$(GO) test $(TESTFLAGS) ./...
+	$(LOAD) $(GO) test $(TESTFLAGS) ./...
+
+load: deps
+	LOAD_STREAMS=$${LOAD_STREAMS:-100} LOAD_SECONDS=$${LOAD_SECONDS:-30} $(GO) test -count=1 -run '^TestLoad$$' -v . | grep -E 'resilience_test|^(---|ok|FAIL)'
 
 # The quick loop: fake ffmpeg only, no real-time streams.
 test-short:

@@ -25,6 +25,12 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	// The test binary doubles as the server, so that signal tests can
+	// SIGTERM and SIGKILL a real process (see startProcess).
+	if os.Getenv("FFMPEG_PUBLISHER_RUN_MAIN") == "1" {
+		main()
+		os.Exit(0)
+	}
 	goleak.VerifyTestMain(m)
 }
 
@@ -145,9 +151,15 @@ func paced(n int, every time.Duration, send func(i int)) {
 // postChunks sends chunks as legacy base64 POSTs at real-time pace, the last
 // with end=1.
 func (p *publisher) postChunks(t *testing.T, id string, chunks [][]byte, every time.Duration) {
+	p.postChunksEnd(t, id, chunks, every, true)
+}
+
+// postChunksEnd is postChunks; end says whether the last chunk ends the
+// stream.
+func (p *publisher) postChunksEnd(t *testing.T, id string, chunks [][]byte, every time.Duration, end bool) {
 	paced(len(chunks), every, func(i int) {
 		q := "/base64?key=secret&id=" + id
-		if i == len(chunks)-1 {
+		if end && i == len(chunks)-1 {
 			q += "&end=1"
 		}
 		code, r := p.post(t, q, strings.NewReader(base64.StdEncoding.EncodeToString(chunks[i])))

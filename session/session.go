@@ -224,9 +224,12 @@ type Session struct {
 	proc    *ffpipe.Proc // the ffmpeg taking input; nil before the first audio and while restarting
 	pending []byte       // whole frames accepted while proc is nil, written when it is back
 	pendAud time.Duration
-	fed     time.Duration // audio handed on (client audio and silence): the media clock
-	clock0  time.Time     // when the first audio was handed on
-	silent  []byte        // one silent frame in the stream's format, for gap fill
+	// unsettled is the restarted ffmpeg that pending was written to,
+	// until it publishes; meanwhile new audio goes to it and is held too.
+	unsettled *ffpipe.Proc
+	fed       time.Duration // audio handed on (client audio and silence): the media clock
+	clock0    time.Time     // when the first audio was handed on
+	silent    []byte        // one silent frame in the stream's format, for gap fill
 
 	endReq chan struct{} // closed by requestEnd
 	done   chan struct{} // closed when ended
@@ -551,6 +554,15 @@ func (s *Session) deliver(data []byte, audio time.Duration) (*ffpipe.Proc, error
 		}
 		return nil, s.hold(data, audio)
 	}
+	s.settle()
+	if s.unsettled != nil {
+		// Not yet published after a restart: keep a copy until it is.
+		if err := s.hold(data, audio); err != nil {
+			return nil, err
+		}
+		s.writeProc(data)
+		return nil, nil
+	}
 	if err := s.writeProc(data); err != nil {
 		if started != nil || !published {
 			var stuck *UpstreamError
@@ -724,14 +736,34 @@ func (s *Session) restartAfter(delay time.Duration) {
 	s.flushPending()
 }
 
-// flushPending writes the held audio to the current ffmpeg. Must hold wsem.
+// flushPending writes the held audio to a restarted ffmpeg. The audio
+// stays held until that ffmpeg has published (settle): one that fails to
+// connect takes what is in its pipe with it, and the next one needs it
+// again. Must hold wsem.
 func (s *Session) flushPending() {
 	if len(s.pending) == 0 || s.proc == nil {
 		return
 	}
-	if err := s.writeProc(s.pending); err != nil {
-		return // this ffmpeg is failing too: its watcher restarts again
+	s.unsettled = s.proc
+	s.writeProc(s.pending) // on failure this ffmpeg's watcher restarts again
+}
+
+// settle forgets the held audio once the ffmpeg it was written to has
+// published it. Must hold wsem.
+func (s *Session) settle() {
+	if s.unsettled == nil {
+		return
 	}
+	if s.unsettled != s.proc {
+		s.unsettled = nil // that ffmpeg is gone; the next flush writes again
+		return
+	}
+	select {
+	case <-s.proc.Ready():
+	default:
+		return
+	}
+	s.unsettled = nil
 	s.cfg.Observer.Buffered(-len(s.pending))
 	s.log.WithField("held_seconds", fmt.Sprintf("%.2f", s.pendAud.Seconds())).Info("ffmpeg restarted; held audio delivered")
 	s.pending = s.pending[:0]
@@ -909,6 +941,7 @@ func (s *Session) fillGap(now time.Time) {
 		return // a client is writing: no gap
 	}
 	defer func() { <-s.wsem }()
+	s.settle()
 	if s.proc == nil || s.clock0.IsZero() || !s.scan.started() || s.ending() {
 		return
 	}

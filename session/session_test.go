@@ -40,7 +40,7 @@ func newTestRegistry(t *testing.T, mode string, mod func(*Config)) (*Registry, s
 		FFmpeg:       ffpipe.Config{Binary: os.Args[0], ExtraEnv: fakeffmpeg.Env(dir, mode)},
 		RTMPBase:     "rtmp://127.0.0.1:1/live",
 		StartTimeout: 5 * time.Second,
-		FlushGrace:   2 * time.Second,
+		FlushGrace:   10 * time.Second,
 	}
 	if mod != nil {
 		mod(&cfg)

@@ -50,7 +50,7 @@ func newServer(t *testing.T, mode string, mod func(*Config, *session.Config)) *t
 		FFmpeg:      ffpipe.Config{Binary: os.Args[0], ExtraEnv: fakeffmpeg.Env(dir, mode)},
 		RTMPBase:    "rtmp://127.0.0.1:1/live",
 		IdleTimeout: 5 * time.Second,
-		FlushGrace:  2 * time.Second,
+		FlushGrace:  10 * time.Second,
 	}
 	tcfg := Config{Key: "k", Version: "test"}
 	if mod != nil {

@@ -93,6 +93,7 @@ func Start(t testing.TB) *Server {
 		if err == nil {
 			break
 		}
+		s.Addr = "" // another port
 		if attempt == 4 {
 			t.Fatalf("nginx-rtmp did not start: %v\n%s", err, s.ErrorLog())
 		}
@@ -102,13 +103,15 @@ func Start(t testing.TB) *Server {
 }
 
 func (s *Server) start(nginx string) error {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
+	if s.Addr == "" {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		s.Addr = ln.Addr().String()
+		ln.Close() // nginx takes the port; another process grabbing it first means a retry
+		s.URL = "rtmp://" + s.Addr + "/live"
 	}
-	s.Addr = ln.Addr().String()
-	ln.Close() // nginx takes the port; another process grabbing it first means a retry
-	s.URL = "rtmp://" + s.Addr + "/live"
 	user := ""
 	if os.Geteuid() == 0 {
 		user = "user root;" // workers must be able to write recordings
@@ -117,7 +120,6 @@ func (s *Server) start(nginx string) error {
 	if err := os.WriteFile(conf, fmt.Appendf(nil, config, RTMPModule, user, s.Dir, s.Addr, s.RecDir), 0o644); err != nil {
 		return err
 	}
-	os.Remove(filepath.Join(s.Dir, "error.log"))
 	s.cmd = exec.Command(nginx, "-p", s.Dir, "-c", conf, "-e", filepath.Join(s.Dir, "error.log"))
 	s.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := s.cmd.Start(); err != nil {
@@ -285,4 +287,43 @@ func MP3(t testing.TB, seconds float64, rate, channels int, bitrate string, bare
 		t.Fatalf("ffmpeg: %v\n%s", err, stderr.String())
 	}
 	return out
+}
+
+// Stop shuts nginx down (its publishers are disconnected).
+func (s *Server) Stop() { s.stop() }
+
+// Restart starts nginx again on the same port, after Stop.
+func (s *Server) Restart(t testing.TB) {
+	t.Helper()
+	nginx := Require(t, "nginx")[0]
+	var err error
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if err = s.start(nginx); err == nil {
+			return
+		}
+	}
+	t.Fatalf("nginx-rtmp did not restart on %s: %v", s.Addr, err)
+}
+
+// MaxPTSGap is the largest step between consecutive audio packets'
+// timestamps in a recording, in seconds: a hole in the stream shows here.
+func MaxPTSGap(t testing.TB, file string) float64 {
+	t.Helper()
+	out, err := exec.Command("ffprobe", "-v", "error", "-select_streams", "a:0",
+		"-show_entries", "packet=pts_time", "-of", "csv=p=0", file).Output()
+	if err != nil {
+		t.Fatalf("ffprobe %s: %v", file, err)
+	}
+	prev, gap := -1.0, 0.0
+	for _, line := range strings.Fields(string(out)) {
+		p, err := strconv.ParseFloat(strings.TrimRight(line, ","), 64)
+		if err != nil {
+			continue
+		}
+		if prev >= 0 {
+			gap = max(gap, p-prev)
+		}
+		prev = p
+	}
+	return gap
 }
