@@ -72,6 +72,7 @@ type Config struct {
 	StallTimeout    time.Duration
 	GapFill         time.Duration
 	Buffer          string
+	SeqWait         time.Duration
 }
 
 // parseConfig reads flags, then fills every flag not given on the command
@@ -105,6 +106,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.DurationVar(&c.StallTimeout, "stall-timeout", session.DefaultStallTimeout, "restart ffmpeg when its output stops advancing this long while audio arrives")
 	fs.DurationVar(&c.GapFill, "gap-fill", time.Second, "feed silence after this long without client audio, keeping the publish alive; 0 turns it off")
 	fs.StringVar(&c.Buffer, "buffer", "10s", "audio held per stream while its ffmpeg restarts: a duration (10s) or a size (512KiB, 1MiB)")
+	fs.DurationVar(&c.SeqWait, "seq-wait", session.DefaultSeqWait, "how long a numbered /base64 chunk (seq=) waits for a missing predecessor")
 	fs.DurationVar(&c.HeaderTimeout, "header-timeout", 10*time.Second, "time for a client to send its request headers (against slowloris)")
 	fs.DurationVar(&c.DrainDelay, "drain-delay", 0, "on SIGTERM, report not ready and keep serving this long before closing streams")
 	if err := fs.Parse(args); err != nil {
@@ -138,7 +140,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 		return c, errors.New("limits must be positive")
 	case (c.TLSCert == "") != (c.TLSKey == ""):
 		return c, errors.New("-tls-cert and -tls-key go together")
-	case c.DrainDelay < 0 || c.GapFill < 0 || c.StallTimeout <= 0:
+	case c.DrainDelay < 0 || c.GapFill < 0 || c.StallTimeout <= 0 || c.SeqWait <= 0:
 		return c, errors.New("-drain-delay and -gap-fill must not be negative, -stall-timeout must be positive")
 	}
 	if _, _, err := parseBuffer(c.Buffer); err != nil {
@@ -226,6 +228,7 @@ func serve(ctx context.Context, cfg Config, ln net.Listener, log *logrus.Entry) 
 		GapFill:      cfg.GapFill,
 		BufferBytes:  bufBytes,
 		BufferAudio:  bufAudio,
+		SeqWait:      cfg.SeqWait,
 	}, log)
 	var origins []string
 	for _, o := range strings.Split(cfg.AllowedOrigins, ",") {

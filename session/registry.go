@@ -89,6 +89,27 @@ func (r *Registry) Write(ctx context.Context, id string, src Source, p []byte) (
 	return res, err
 }
 
+// WriteSeq writes chunk number n of id's stream in order (see seq.go).
+func (r *Registry) WriteSeq(ctx context.Context, id string, src Source, n int64, p []byte) (SeqResult, error) {
+	if !ValidID(id) {
+		return SeqResult{}, ErrInvalidID
+	}
+	for attempt := 0; ; attempt++ {
+		s, err := r.acquire(id, nil)
+		if err != nil {
+			return SeqResult{}, err
+		}
+		res, err := s.writeSeq(ctx, src, n, p)
+		if err == errEnded && attempt < 2 {
+			continue
+		}
+		if err == errEnded {
+			err = ErrShuttingDown
+		}
+		return res, err
+	}
+}
+
 // End ends id's stream now, if it has a session. It does not wait.
 func (r *Registry) End(id string, cause Cause) bool {
 	reason := "ended by the client"

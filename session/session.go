@@ -119,6 +119,9 @@ type Config struct {
 	// of that kind; both 0 means 10s of audio.
 	BufferBytes int
 	BufferAudio time.Duration
+	// SeqWait is how long a numbered chunk waits for a missing
+	// predecessor; 0 means 2s.
+	SeqWait time.Duration
 }
 
 // Observer receives events from sessions. Calls come from many goroutines
@@ -160,6 +163,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Observer == nil {
 		c.Observer = nopObserver{}
+	}
+	if c.SeqWait <= 0 {
+		c.SeqWait = DefaultSeqWait
 	}
 	if c.StallTimeout <= 0 {
 		c.StallTimeout = DefaultStallTimeout
@@ -256,6 +262,7 @@ type Session struct {
 	killed    *ffpipe.Proc // the ffmpeg we killed on purpose (stuck or stalled)
 	killedWhy string
 	silence   time.Duration // fed by gap fill
+	seq       seqState
 }
 
 func newSession(id string, cfg Config, log *logrus.Entry) *Session {

@@ -193,7 +193,7 @@ func status(err error) (int, string) {
 		return http.StatusBadRequest, be.Error()
 	case errors.As(err, &mbe):
 		return http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", mbe.Limit)
-	case errors.Is(err, session.ErrBusy):
+	case errors.Is(err, session.ErrBusy), errors.Is(err, session.ErrSeqLate):
 		return http.StatusConflict, err.Error()
 	case errors.Is(err, session.ErrNotMP3):
 		return http.StatusUnsupportedMediaType, err.Error()
@@ -326,13 +326,27 @@ func (s *Server) handleBase64(w http.ResponseWriter, r *http.Request) error {
 		return errEmptyBody
 	}
 	src := session.Source{Transport: "base64", Remote: r.RemoteAddr}
-	if _, err := s.reg.Write(r.Context(), id, src, buf.Bytes()); err != nil {
+	var extra map[string]any
+	if v := r.URL.Query().Get("seq"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			return &badRequest{"seq must be a whole number from 0 up"}
+		}
+		res, err := s.reg.WriteSeq(r.Context(), id, src, n, buf.Bytes())
+		if err != nil {
+			return err
+		}
+		extra = map[string]any{"seq": n}
+		if res.Duplicate {
+			extra["duplicate"] = true
+		}
+	} else if _, err := s.reg.Write(r.Context(), id, src, buf.Bytes()); err != nil {
 		return err
 	}
 	if r.URL.Query().Get("end") == "1" {
 		s.reg.End(id, session.CauseClient) // the client's last chunk: flush and close the publish now
 	}
-	s.reply(w, r, http.StatusOK, "ok", nil)
+	s.reply(w, r, http.StatusOK, "ok", extra)
 	return nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -246,5 +247,52 @@ func TestLiveUploadHoldsTheID(t *testing.T) {
 	pw.Close()
 	if code := <-done; code != 200 {
 		t.Errorf("upload: %d", code)
+	}
+}
+
+func TestSeqDuplicatesReorderingAndLoss(t *testing.T) {
+	ts := newServer(t, fakeffmpeg.Normal, func(c *Config, s *session.Config) { s.SeqWait = 300 * time.Millisecond })
+	post := func(seq int, fill byte) (int, map[string]any) {
+		resp, err := http.Post(ts.URL+"/base64?key=k&id=sq&seq="+strconv.Itoa(seq), "text/plain",
+			strings.NewReader(base64.StdEncoding.EncodeToString(mp3(3, fill))))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var m map[string]any
+		json.NewDecoder(resp.Body).Decode(&m)
+		return resp.StatusCode, m
+	}
+	// 0, then 0 again (a retry whose reply was lost): written once.
+	if code, m := post(0, 1); code != 200 || m["duplicate"] != nil {
+		t.Fatalf("seq 0: %d %v", code, m)
+	}
+	if code, m := post(0, 1); code != 200 || m["duplicate"] != true {
+		t.Fatalf("seq 0 again: %d %v", code, m)
+	}
+	// 2 arrives before 1: it waits, and 1 goes first.
+	done := make(chan int)
+	go func() { code, _ := post(2, 3); done <- code }()
+	time.Sleep(50 * time.Millisecond)
+	if code, _ := post(1, 2); code != 200 {
+		t.Fatalf("seq 1: %d", code)
+	}
+	if code := <-done; code != 200 {
+		t.Fatalf("seq 2: %d", code)
+	}
+	// 4 without 3: after the wait the stream goes on; 3 is then too late.
+	if code, _ := post(4, 5); code != 200 {
+		t.Fatalf("seq 4: %d", code)
+	}
+	if code, m := post(3, 4); code != 409 || !strings.Contains(m["errmsg"].(string), "went on without it") {
+		t.Fatalf("late seq 3: %d %v", code, m)
+	}
+	if code, m := post(-1, 4); code != 400 {
+		t.Fatalf("seq -1: %d %v", code, m)
+	}
+	got := ts.received(t, "sq")
+	want := append(append(append(mp3(3, 1), mp3(3, 2)...), mp3(3, 3)...), mp3(3, 5)...)
+	if !bytes.Equal(got, want) {
+		t.Fatalf("ffmpeg read %d bytes in the wrong order or with duplicates; want %d", len(got), len(want))
 	}
 }
