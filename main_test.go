@@ -344,6 +344,19 @@ func TestEndToEnd(t *testing.T) {
 		c.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""))
 		checkArrived(t, rtmp, "tls-ws", session.MP3Duration(three))
 	})
+	t.Run("recorder restarted with another format", func(t *testing.T) {
+		t.Parallel()
+		first := rtmptest.MP3(t, 3.024, 16000, 1, "32k", false) // a mini-program at 16 kHz mono
+		second := rtmptest.MP3(t, 3, 44100, 2, "128k", false)   // restarted at 44.1 kHz stereo
+		chunks := append(splitEvery(first, len(first)/6+1), splitEvery(second, len(second)/6+1)...)
+		pub.postChunks(t, "reformat", chunks, 500*time.Millisecond)
+		rec := rtmp.WaitRecorded(t, "reformat", 2)
+		sent := (session.MP3Duration(first) + session.MP3Duration(second)).Seconds()
+		t.Logf("recorded %.3f s of %.3f s in %d publish sessions (%s)", rec.Duration, sent, rec.Files, rec.Codecs)
+		if rec.Files != 2 || rec.Codecs != "aac,aac" || rec.Duration < sent*0.95 || rec.Duration > sent*1.05 {
+			t.Errorf("recordings %+v, want two AAC publishes with %.3f s", rec, sent)
+		}
+	})
 	t.Run("unreachable RTMP server", func(t *testing.T) {
 		t.Parallel()
 		ln, _ := net.Listen("tcp", "127.0.0.1:0")

@@ -136,17 +136,16 @@ func TestRTMPServerRestartMidStream(t *testing.T) {
 }
 
 // TestFrozenRTMPServer freezes nginx-rtmp (SIGSTOP) for 10 s mid-stream.
-// TCP buffers on both ends take what ffmpeg sends meanwhile (tens of
-// seconds of audio), so the publish survives the freeze with the same
-// ffmpeg and nothing is lost; the stall detector (output that stops
-// advancing) is for servers that stay stuck, and must not fire here.
+// The stall is detected (the server stops answering new connections) and
+// reported; TCP buffers on both ends take what ffmpeg sends meanwhile, so
+// the publish survives with the same ffmpeg and nothing is lost.
 func TestFrozenRTMPServer(t *testing.T) {
 	t.Parallel()
 	rtmptest.Require(t, "ffmpeg", "nginx")
 	rtmp := rtmptest.Start(t)
 	p := startPublisher(t, rtmp.URL, func(c *Config) { c.AdminKey = "admin" })
 	audio := rtmptest.MP3(t, 20, 16000, 1, "32k", true)
-	var resumedAt, publishingAt time.Time
+	var frozenAt, detectedAt, resumedAt, publishingAt time.Time
 	var frozenPID int
 	wsStream(t, p, "frozen", audio, func(i int) {
 		switch {
@@ -154,17 +153,27 @@ func TestFrozenRTMPServer(t *testing.T) {
 			info, _ := p.streamInfo(t, "frozen")
 			frozenPID = info.PID
 			rtmp.Signal(syscall.SIGSTOP)
+			frozenAt = time.Now()
+		case i > 15 && i < 65 && detectedAt.IsZero():
+			if info, _ := p.streamInfo(t, "frozen"); info.Upstream == "not answering" && strings.Contains(info.LastError, "stalled") {
+				detectedAt = time.Now()
+			}
 		case i == 65: // 10 s later
 			rtmp.Signal(syscall.SIGCONT)
 			resumedAt = time.Now()
 		case i > 65 && publishingAt.IsZero():
-			if info, _ := p.streamInfo(t, "frozen"); info.FFmpeg == "publishing" {
+			if info, _ := p.streamInfo(t, "frozen"); info.FFmpeg == "publishing" && info.Upstream == "" {
 				publishingAt = time.Now()
 			}
 		}
 	})
+	if detectedAt.IsZero() {
+		t.Error("the stall was not detected while nginx was frozen")
+	} else {
+		t.Logf("stall detected %s after nginx froze", detectedAt.Sub(frozenAt).Round(time.Millisecond))
+	}
 	if publishingAt.IsZero() {
-		t.Fatal("not publishing after nginx resumed")
+		t.Fatal("not publishing (with the server answering) after nginx resumed")
 	}
 	t.Logf("publishing %s after nginx resumed", publishingAt.Sub(resumedAt).Round(time.Millisecond))
 	info, _ := p.streamInfo(t, "frozen")

@@ -23,6 +23,7 @@ type Registry struct {
 	// ending ones no longer in sessions; wg counts the same.
 	running map[*Session]struct{}
 	wg      sync.WaitGroup
+	probe   *prober
 }
 
 // NewRegistry returns an empty registry.
@@ -33,6 +34,7 @@ func NewRegistry(cfg Config, log *logrus.Entry) *Registry {
 		sessions: make(map[string]*Session),
 		claims:   make(map[string]*Publisher),
 		running:  make(map[*Session]struct{}),
+		probe:    newProber(cfg.withDefaults().StallTimeout),
 	}
 }
 
@@ -165,7 +167,7 @@ func (r *Registry) acquire(id string, pub *Publisher) (*Session, error) {
 	if r.cfg.MaxSessions > 0 && len(r.sessions) >= r.cfg.MaxSessions {
 		return nil, ErrAtCapacity
 	}
-	s := newSession(id, r.cfg, r.log)
+	s := newSession(id, r.cfg, r.log, r.probe)
 	r.sessions[id] = s
 	r.cfg.Observer.SessionStarted()
 	r.running[s] = struct{}{}
@@ -277,6 +279,7 @@ func (r *Registry) Close(ctx context.Context) error {
 	}
 	finished := make(chan struct{})
 	go func() { r.wg.Wait(); close(finished) }()
+	defer r.probe.close()
 	select {
 	case <-finished:
 		return nil

@@ -197,6 +197,7 @@ type Info struct {
 	PID       int           `json:"pid,omitempty"`
 	FFmpeg    string        `json:"ffmpeg"`              // not started, starting, publishing, restarting, exited
 	Restarts  int           `json:"restarts"`            // ffmpeg restarts after failures
+	Upstream  string        `json:"upstream,omitempty"`  // "not answering": the RTMP server does not answer new connections
 	Buffered  int           `json:"buffered_bytes"`      // held while ffmpeg restarts
 	Dropped   int64         `json:"dropped_bytes"`       // accepted but never delivered (lost in a dead ffmpeg)
 	Silence   float64       `json:"silence_seconds"`     // gap fill fed
@@ -217,10 +218,12 @@ type Result struct {
 
 // Session is one live ID's stream. Its methods are called by the Registry.
 type Session struct {
-	id      string
-	cfg     Config
-	log     *logrus.Entry
-	started time.Time
+	id       string
+	cfg      Config
+	log      *logrus.Entry
+	started  time.Time
+	probe    *prober // tells whether the RTMP server answers
+	rtmpHost string  // host:port the publish goes to; "" if not rtmp://
 
 	// wsem is the writer lock: one writer to stdin at a time. A channel
 	// so waiters can give up, and because blocked senders queue in order.
@@ -263,10 +266,13 @@ type Session struct {
 	killedWhy string
 	silence   time.Duration // fed by gap fill
 	seq       seqState
+	upstream  string // "not answering" while the RTMP server does not answer probes
 }
 
-func newSession(id string, cfg Config, log *logrus.Entry) *Session {
+func newSession(id string, cfg Config, log *logrus.Entry, probe *prober) *Session {
 	s := &Session{
+		probe:    probe,
+		rtmpHost: rtmpHostPort(Target(cfg.RTMPBase, id)),
 		id:       id,
 		cfg:      cfg,
 		log:      log.WithField("id", id),
@@ -300,6 +306,7 @@ func (s *Session) infoLocked() Info {
 		Audio: s.audio, Seconds: s.audio.Seconds(), PID: s.pid,
 		FFmpeg: s.ffstate, EndReason: s.endReason, Cause: s.endCause,
 		Transport: s.source.Transport, Remote: s.source.Remote,
+		Upstream: s.upstream,
 		Restarts: s.restarts, Dropped: s.dropped, Silence: s.silence.Seconds(), Buffered: s.buffered,
 	}
 	if s.err != nil {
@@ -885,9 +892,10 @@ func (s *Session) procFailure(proc *ffpipe.Proc) error {
 
 // stallWatch is run's memory of the current ffmpeg's output progress.
 type stallWatch struct {
-	proc    *ffpipe.Proc
-	out     time.Duration // latest output time
-	advance time.Time     // when out last grew
+	proc         *ffpipe.Proc
+	out          time.Duration // latest output time
+	advance      time.Time     // when out last grew
+	upstreamDown bool          // the RTMP server's stall was reported
 }
 
 // checkStall restarts an ffmpeg whose output stopped advancing while input
@@ -908,10 +916,13 @@ func (s *Session) checkStall(w *stallWatch, now time.Time) {
 	default:
 	}
 	if p != w.proc {
-		*w = stallWatch{proc: p, advance: now}
+		*w = stallWatch{proc: p, advance: now, upstreamDown: w.upstreamDown}
 	}
 	if pr := p.Progress(); pr.OutTime > w.out {
 		w.out, w.advance = pr.OutTime, now
+	}
+	if published {
+		s.checkUpstream(w, now)
 	}
 	if !published || !lastWrite.After(w.advance) || now.Sub(w.advance) < s.cfg.StallTimeout {
 		return
@@ -920,6 +931,28 @@ func (s *Session) checkStall(w *stallWatch, now time.Time) {
 	s.log.WithField("pid", p.Pid()).Warn(reason + "; restarting ffmpeg")
 	w.advance = now // one kill per stall
 	s.killOnPurpose(p, reason)
+}
+
+// checkUpstream reports an RTMP server that stopped answering (see
+// prober) and its return, once each.
+func (s *Session) checkUpstream(w *stallWatch, now time.Time) {
+	stalled := s.probe.stalledFor(s.rtmpHost, now)
+	switch {
+	case stalled >= s.cfg.StallTimeout && !w.upstreamDown:
+		w.upstreamDown = true
+		reason := fmt.Sprintf("the RTMP server at %s has not answered new connections for %s: it is stalled; the publish is kept and its audio waits in TCP buffers", s.rtmpHost, stalled.Round(time.Second))
+		s.log.Warn(reason)
+		s.mu.Lock()
+		s.upstream = "not answering"
+		s.err = &UpstreamError{Reason: reason}
+		s.mu.Unlock()
+	case stalled == 0 && w.upstreamDown:
+		w.upstreamDown = false
+		s.log.WithField("rtmp", s.rtmpHost).Info("the RTMP server answers again")
+		s.mu.Lock()
+		s.upstream = ""
+		s.mu.Unlock()
+	}
 }
 
 // killOnPurpose kills a stuck ffmpeg; its watcher restarts it and reports
