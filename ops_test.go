@@ -87,12 +87,17 @@ func selfSigned(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
 	return certFile, keyFile, pool
 }
 
-// children lists the processes whose parent is this test process.
-func children(t *testing.T) []string {
-	t.Helper()
+// proc is a process as /proc/PID/stat tells it.
+type proc struct {
+	pid   int
+	comm  string
+	state string
+}
+
+// childrenOf lists the processes whose parent is pid.
+func childrenOf(pid int) []proc {
 	entries, _ := os.ReadDir("/proc")
-	me := strconv.Itoa(os.Getpid())
-	var out []string
+	var out []proc
 	for _, e := range entries {
 		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
 		if err != nil {
@@ -100,10 +105,25 @@ func children(t *testing.T) []string {
 		}
 		// pid (comm) state ppid ...: comm may hold spaces, so split after ')'.
 		s := string(stat)
-		fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-		if len(fields) > 1 && fields[1] == me {
-			out = append(out, e.Name()+" "+s[strings.IndexByte(s, '(')+1:strings.LastIndexByte(s, ')')])
+		open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+		if open < 0 || end < open {
+			continue
 		}
+		fields := strings.Fields(s[end+1:])
+		if len(fields) > 1 && fields[1] == strconv.Itoa(pid) {
+			n, _ := strconv.Atoi(e.Name())
+			out = append(out, proc{pid: n, comm: s[open+1 : end], state: fields[0]})
+		}
+	}
+	return out
+}
+
+// children lists this test process's children as "pid comm".
+func children(t *testing.T) []string {
+	t.Helper()
+	var out []string
+	for _, c := range childrenOf(os.Getpid()) {
+		out = append(out, strconv.Itoa(c.pid)+" "+c.comm)
 	}
 	return out
 }

@@ -80,12 +80,9 @@ func wsStream(t *testing.T, p *publisher, id string, audio []byte, at func(i int
 // reaped).
 func noZombies(t *testing.T) {
 	t.Helper()
-	for _, kid := range children(t) {
-		pid := strings.Fields(kid)[0]
-		stat, _ := os.ReadFile("/proc/" + pid + "/stat")
-		s := string(stat)
-		if fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:]); len(fields) > 0 && fields[0] == "Z" {
-			t.Errorf("zombie child %s", kid)
+	for _, c := range childrenOf(os.Getpid()) {
+		if c.state == "Z" {
+			t.Errorf("zombie child %d %s", c.pid, c.comm)
 		}
 	}
 }
@@ -292,25 +289,6 @@ func startProcess(t *testing.T, args ...string) (*exec.Cmd, string) {
 	}
 }
 
-// childrenOf lists the pids whose parent is pid.
-func childrenOf(pid int) []int {
-	entries, _ := os.ReadDir("/proc")
-	var out []int
-	for _, e := range entries {
-		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		s := string(stat)
-		fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-		if len(fields) > 1 && fields[1] == strconv.Itoa(pid) {
-			n, _ := strconv.Atoi(e.Name())
-			out = append(out, n)
-		}
-	}
-	return out
-}
-
 func TestSIGTERMDeliversAcknowledgedAudio(t *testing.T) {
 	t.Parallel()
 	rtmptest.Require(t, "ffmpeg", "nginx")
@@ -385,8 +363,8 @@ func TestSIGKILLLeavesNoFFmpeg(t *testing.T) {
 	cmd.Wait()
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		alive := 0
-		for _, pid := range kids {
-			if syscall.Kill(pid, 0) == nil {
+		for _, k := range kids {
+			if syscall.Kill(k.pid, 0) == nil {
 				alive++
 			}
 		}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"ffmpeg-publisher/internal/fakeffmpeg"
+	"ffmpeg-publisher/internal/rtmptest"
 
 	"github.com/sirupsen/logrus"
 	"go.uber.org/goleak"
@@ -201,8 +202,7 @@ func processAlive(pid int) bool {
 // TestRealFFmpegWritesAAC runs Debian's ffmpeg with our arguments, writing
 // FLV to a file, and checks the result with ffprobe.
 func TestRealFFmpegWritesAAC(t *testing.T) {
-	ffmpeg := requireTool(t, "ffmpeg")
-	requireTool(t, "ffprobe")
+	ffmpeg := rtmptest.Require(t, "ffmpeg", "ffprobe")[0]
 	dir := t.TempDir()
 	mp3 := filepath.Join(dir, "in.mp3")
 	gen := exec.Command(ffmpeg, "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "sine=f=440:d=2",
@@ -229,30 +229,5 @@ func TestRealFFmpegWritesAAC(t *testing.T) {
 	}
 	if !strings.Contains(string(probe), "codec_name=aac") {
 		t.Errorf("ffprobe: %s", probe)
-	}
-}
-
-func requireTool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("%s is required in CI: %v", name, err)
-		}
-		t.Skipf("%s not installed", name)
-	}
-	return p
-}
-
-func TestPendingCountsUnreadInput(t *testing.T) {
-	cfg, _ := fake(t, fakeffmpeg.NoRead)
-	p, err := Start(cfg, quietLog())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Stop(time.Millisecond)
-	p.Write(make([]byte, 1000))
-	if n, err := p.Pending(); err != nil || n != 1000 {
-		t.Fatalf("Pending = %d, %v; want 1000", n, err)
 	}
 }

@@ -302,13 +302,7 @@ func (s *Server) handleBase64(w http.ResponseWriter, r *http.Request) error {
 		return errMethod
 	}
 	id := r.URL.Query().Get("id")
-	if err := checkID(id); err != nil {
-		return err
-	}
-	if err := s.authorize(r, id); err != nil {
-		return err
-	}
-	if err := s.allowNewSession(r, id); err != nil {
+	if err := s.admit(r, id); err != nil {
 		return err
 	}
 	http.NewResponseController(w).SetReadDeadline(time.Now().Add(s.cfg.BodyTimeout))
@@ -372,13 +366,7 @@ func (s *Server) handleLive(w http.ResponseWriter, r *http.Request) error {
 		return errMethod
 	}
 	id := r.PathValue("id")
-	if err := checkID(id); err != nil {
-		return err
-	}
-	if err := s.authorize(r, id); err != nil {
-		return err
-	}
-	if err := s.allowNewSession(r, id); err != nil {
+	if err := s.admit(r, id); err != nil {
 		return err
 	}
 	pub, err := s.reg.Attach(id, session.Source{Transport: "upload", Remote: r.RemoteAddr})
@@ -480,6 +468,18 @@ func (s *Server) limited(h func(http.ResponseWriter, *http.Request) error) func(
 		}
 		return h(w, r)
 	}
+}
+
+// admit lets a request publish to id: a valid ID, credentials for it, and
+// the client's rate of new streams.
+func (s *Server) admit(r *http.Request, id string) error {
+	if err := checkID(id); err != nil {
+		return err
+	}
+	if err := s.authorize(r, id); err != nil {
+		return err
+	}
+	return s.allowNewSession(r, id)
 }
 
 // allowNewSession applies the per-client rate of new sessions when the

@@ -130,13 +130,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) error {
 		closeReq:   make(chan *websocket.CloseError, 1),
 		writerDone: make(chan struct{}),
 	}
-	err = checkID(id)
-	if err == nil {
-		err = s.authorize(r, id)
-	}
-	if err == nil {
-		err = s.allowNewSession(r, id)
-	}
+	err = s.admit(r, id)
 	if err == nil {
 		c.log = c.log.WithField("id", id)
 		c.pub, err = s.reg.Attach(id, session.Source{Transport: "websocket", Remote: r.RemoteAddr})

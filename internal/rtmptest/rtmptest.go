@@ -24,9 +24,12 @@ const RTMPModule = "/usr/lib/nginx/modules/ngx_rtmp_module.so"
 
 // Require returns the path of each tool. A missing tool skips the test on a
 // developer machine and fails it in CI (CI is set), where the end-to-end
-// tests must run.
+// tests must run. -short skips them too (`make test-short`).
 func Require(t testing.TB, tools ...string) []string {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("uses the real ffmpeg and nginx-rtmp: not in -short runs")
+	}
 	var paths []string
 	for _, tool := range tools {
 		p, err := exec.LookPath(tool)
