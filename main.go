@@ -289,6 +289,7 @@ func serve(ctx context.Context, cfg Config, ln net.Listener, log *logrus.Entry) 
 	// grace context is fresh: ctx is already cancelled.
 	api.Drain()
 	if cfg.DrainDelay > 0 {
+		reg.Drain()
 		log.WithField("drain_delay", cfg.DrainDelay).Info("draining: not ready, still serving")
 		select {
 		case <-time.After(cfg.DrainDelay):

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"sync/atomic"
 
 	"github.com/sirupsen/logrus"
 )
@@ -21,9 +22,10 @@ type Registry struct {
 	closed   bool
 	// running holds every session whose run has not returned, including
 	// ending ones no longer in sessions; wg counts the same.
-	running map[*Session]struct{}
-	wg      sync.WaitGroup
-	probe   *prober
+	running  map[*Session]struct{}
+	wg       sync.WaitGroup
+	probe    *prober
+	draining atomic.Bool
 }
 
 // NewRegistry returns an empty registry.
@@ -167,7 +169,7 @@ func (r *Registry) acquire(id string, pub *Publisher) (*Session, error) {
 	if r.cfg.MaxSessions > 0 && len(r.sessions) >= r.cfg.MaxSessions {
 		return nil, ErrAtCapacity
 	}
-	s := newSession(id, r.cfg, r.log, r.probe)
+	s := newSession(id, r.cfg, r.log, r.probe, &r.draining)
 	r.sessions[id] = s
 	r.cfg.Observer.SessionStarted()
 	r.running[s] = struct{}{}
@@ -262,6 +264,11 @@ func (p *Publisher) Detach(end bool) {
 		s.requestEnd(CauseClient, "ended by the client")
 	}
 }
+
+// Drain prepares a shutdown behind a load balancer: every stream keeps
+// being served, but one that receives no data for a moment (its client
+// was sent to another server) ends at once, freeing its RTMP name.
+func (r *Registry) Drain() { r.draining.Store(true) }
 
 // Close refuses new sessions and ends every session: stdin closed so
 // ffmpeg sends what it has. When ctx ends first, the remaining ffmpegs are

@@ -31,6 +31,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"ffmpeg-publisher/ffpipe"
@@ -55,6 +56,10 @@ var (
 type UpstreamError struct{ Reason string }
 
 func (e *UpstreamError) Error() string { return "ffmpeg failed: " + e.Reason }
+
+// nameTaken tells a refusal because the stream name is being published
+// by someone else (nginx-rtmp: "Already publishing"), which passes.
+func (e *UpstreamError) nameTaken() bool { return strings.Contains(e.Reason, "Already publishing") }
 
 var idPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
@@ -222,8 +227,9 @@ type Session struct {
 	cfg      Config
 	log      *logrus.Entry
 	started  time.Time
-	probe    *prober // tells whether the RTMP server answers
-	rtmpHost string  // host:port the publish goes to; "" if not rtmp://
+	probe    *prober      // tells whether the RTMP server answers
+	draining *atomic.Bool // the registry is draining (see Registry.Drain)
+	rtmpHost string       // host:port the publish goes to; "" if not rtmp://
 
 	// wsem is the writer lock: one writer to stdin at a time. A channel
 	// so waiters can give up, and because blocked senders queue in order.
@@ -236,6 +242,10 @@ type Session struct {
 	// unsettled is the restarted ffmpeg that pending was written to,
 	// until it publishes; meanwhile new audio goes to it and is held too.
 	unsettled *ffpipe.Proc
+	// firstProc: unsettled is the session's first ffmpeg. Its copy is
+	// best effort: a burst beyond the buffer is written uncopied rather
+	// than refused, as before there was anything to hold on to.
+	firstProc bool
 	fed       time.Duration // audio handed on (client audio and silence): the media clock
 	clock0    time.Time     // when the first audio was handed on
 	silent    []byte        // one silent frame in the stream's format, for gap fill
@@ -269,9 +279,10 @@ type Session struct {
 	upstream  string // "not answering" while the RTMP server does not answer probes
 }
 
-func newSession(id string, cfg Config, log *logrus.Entry, probe *prober) *Session {
+func newSession(id string, cfg Config, log *logrus.Entry, probe *prober, draining *atomic.Bool) *Session {
 	s := &Session{
 		probe:    probe,
+		draining: draining,
 		rtmpHost: rtmpHostPort(Target(cfg.RTMPBase, id)),
 		id:       id,
 		cfg:      cfg,
@@ -379,6 +390,7 @@ func (s *Session) run(remove func()) {
 		case now := <-tick.C:
 			s.checkStall(&st, now)
 			s.fillGap(now)
+			s.checkDrained(now)
 		case <-idle.C:
 			s.mu.Lock()
 			wait := s.cfg.IdleTimeout - time.Since(s.lastData)
@@ -430,6 +442,24 @@ func (s *Session) run(remove func()) {
 	close(s.done)
 }
 
+// drainIdle: while the server drains, a stream that got no data for this
+// long has been moved elsewhere by the load balancer (its client sends
+// every second or faster), so it ends now and frees its RTMP name for the
+// server that took over.
+const drainIdle = 1500 * time.Millisecond
+
+func (s *Session) checkDrained(now time.Time) {
+	if !s.draining.Load() {
+		return
+	}
+	s.mu.Lock()
+	quiet := s.inflight == 0 && now.Sub(s.lastData) > drainIdle
+	s.mu.Unlock()
+	if quiet {
+		s.requestEnd(CauseShutdown, "drained: the stream moved to another server")
+	}
+}
+
 // stopProc hands ffmpeg the last held frame, closes its stdin and waits for
 // it. Must hold wsem.
 func (s *Session) stopProc() {
@@ -473,9 +503,34 @@ func (s *Session) write(ctx context.Context, src Source, p []byte, awaitStart bo
 	res, started, err := s.writeLocked(src, p)
 	<-s.wsem
 	if err == nil && started != nil && awaitStart {
-		err = s.awaitPublish(started)
+		if err = s.awaitPublish(started); err != nil {
+			s.forgetUnpublished()
+		}
 	}
 	return res, err
+}
+
+// forgetUnpublished drops the audio held for a stream that never went
+// live: its first request is answered with ffmpeg's error, and the client
+// sends it again.
+func (s *Session) forgetUnpublished() {
+	select {
+	case s.wsem <- struct{}{}:
+	case <-s.endReq:
+		return
+	}
+	defer func() { <-s.wsem }()
+	s.mu.Lock()
+	published := s.published
+	s.mu.Unlock()
+	if published || len(s.pending) == 0 {
+		return
+	}
+	s.cfg.Observer.Buffered(-len(s.pending))
+	s.pending, s.pendAud = s.pending[:0], 0
+	s.mu.Lock()
+	s.buffered = 0
+	s.mu.Unlock()
 }
 
 // writeLocked does write's work. Must hold wsem. It returns the ffmpeg it
@@ -558,39 +613,41 @@ func (s *Session) deliver(data []byte, audio time.Duration) (*ffpipe.Proc, error
 			return nil, err
 		}
 		started = s.proc
+		s.unsettled = started
+		s.firstProc = true
 	}
+	s.settle()
 	s.mu.Lock()
 	published, lastErr := s.published, s.err
 	s.mu.Unlock()
-	if s.proc == nil {
-		if !published && lastErr != nil {
-			return nil, lastErr // never live yet: say why instead of piling up audio
+	if started == nil && !published && lastErr != nil && !lastErr.nameTaken() {
+		// Never live yet and the last attempt failed: say why rather than
+		// pile up audio. A retrying ffmpeg still gets the audio, so that
+		// it can publish once the server is back.
+		if s.proc != nil {
+			s.writeProc(data)
 		}
+		return nil, lastErr
+	}
+	if s.proc == nil {
 		return nil, s.hold(data, audio)
 	}
-	s.settle()
 	if s.unsettled != nil {
-		// Not yet published after a restart: keep a copy until it is.
-		if err := s.hold(data, audio); err != nil {
+		// This ffmpeg has not published yet: keep a copy until it has,
+		// for the next one if it fails (beyond the buffer, no copy).
+		if err := s.hold(data, audio); err != nil && !s.firstProc {
 			return nil, err
 		}
-		s.writeProc(data)
-		return nil, nil
+		s.writeProc(data) // a failure is handled by its watcher
+		return started, nil
 	}
 	if err := s.writeProc(data); err != nil {
-		if started != nil || !published {
-			var stuck *UpstreamError
-			if errors.As(err, &stuck) {
-				return nil, stuck
-			}
-			return nil, s.procFailure(s.proc)
-		}
 		s.log.WithError(err).Debug("ffmpeg went away during a write; holding the audio for its successor")
 		s.proc = nil
 		return nil, s.hold(data, audio)
 	}
 	s.advance(audio)
-	return started, nil
+	return nil, nil
 }
 
 // advance moves the media clock after audio was handed on. Must hold wsem.
@@ -671,6 +728,12 @@ func (s *Session) watch(proc *ffpipe.Proc) {
 			s.ffstate = "publishing"
 		}
 		s.mu.Unlock()
+		select { // the audio held for this ffmpeg is published: let it go
+		case s.wsem <- struct{}{}:
+			s.settle()
+			<-s.wsem
+		case <-s.endReq:
+		}
 	case <-proc.Done():
 	}
 	<-proc.Done()
@@ -759,6 +822,7 @@ func (s *Session) flushPending() {
 		return
 	}
 	s.unsettled = s.proc
+	s.firstProc = false
 	s.writeProc(s.pending) // on failure this ffmpeg's watcher restarts again
 }
 
@@ -768,13 +832,12 @@ func (s *Session) settle() {
 	if s.unsettled == nil {
 		return
 	}
-	if s.unsettled != s.proc {
-		s.unsettled = nil // that ffmpeg is gone; the next flush writes again
-		return
-	}
 	select {
-	case <-s.proc.Ready():
+	case <-s.unsettled.Ready():
 	default:
+		if s.unsettled != s.proc {
+			s.unsettled = nil // that ffmpeg is gone unpublished; the next flush writes again
+		}
 		return
 	}
 	s.unsettled = nil
@@ -850,7 +913,14 @@ func (s *Session) awaitPublish(proc *ffpipe.Proc) error {
 		case <-proc.Ready():
 			return nil
 		case <-proc.Done():
-			return s.procFailure(proc)
+			err := s.procFailure(proc)
+			if ue := (*UpstreamError)(nil); errors.As(err, &ue) && ue.nameTaken() {
+				// Another publisher still holds the name (this stream's
+				// previous server draining): the audio is held until the
+				// name is free.
+				return nil
+			}
+			return err
 		case <-timeout.C:
 			s.log.Debugf("ffmpeg not publishing %s after the first write", s.cfg.StartTimeout)
 			return nil
@@ -883,6 +953,11 @@ func (s *Session) procFailure(proc *ffpipe.Proc) error {
 		}
 	default:
 	}
+	s.mu.Lock()
+	if s.killed == proc {
+		reason = s.killedWhy
+	}
+	s.mu.Unlock()
 	err := &UpstreamError{Reason: reason}
 	s.mu.Lock()
 	s.err = err
