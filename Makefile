@@ -5,8 +5,9 @@ GO        ?= go
 BIN       := ffmpeg-publisher
 VERSION   := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 # System packages: ffmpeg (encoder, and ffprobe for the tests), nginx with
-# the RTMP module (the local RTMP server), curl (a test client).
-DEBS      := ffmpeg nginx libnginx-mod-rtmp curl
+# the RTMP module (the local RTMP server), curl (a test client), haproxy
+# (the load balancer of the multi-instance tests).
+DEBS      := ffmpeg nginx libnginx-mod-rtmp curl haproxy
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # End-to-end tests stream in real time, in parallel: allow more parallel
 # tests than cores, they mostly wait.

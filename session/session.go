@@ -246,6 +246,10 @@ type Session struct {
 	// best effort: a burst beyond the buffer is written uncopied rather
 	// than refused, as before there was anything to hold on to.
 	firstProc bool
+	// sent is the recent audio written to sentTo, for replayLost.
+	sent      []sentChunk
+	sentAudio time.Duration
+	sentTo    *ffpipe.Proc
 	fed       time.Duration // audio handed on (client audio and silence): the media clock
 	clock0    time.Time     // when the first audio was handed on
 	silent    []byte        // one silent frame in the stream's format, for gap fill
@@ -646,8 +650,66 @@ func (s *Session) deliver(data []byte, audio time.Duration) (*ffpipe.Proc, error
 		s.proc = nil
 		return nil, s.hold(data, audio)
 	}
+	s.record(data, audio)
 	s.advance(audio)
 	return nil, nil
+}
+
+// replayWindow is how much audio written to the running ffmpeg is kept,
+// to be written again if it dies before sending it: ffmpeg reports its
+// output time every 0.5 s, and what it had read beyond that (in its pipe
+// and its buffers) would otherwise be lost with it.
+const replayWindow = 5 * time.Second
+
+type sentChunk struct {
+	data []byte
+	end  time.Duration // the ffmpeg's input audio after this chunk
+}
+
+// record remembers audio written to the current ffmpeg. Must hold wsem.
+func (s *Session) record(data []byte, audio time.Duration) {
+	if s.sentTo != s.proc {
+		s.sent, s.sentAudio, s.sentTo = s.sent[:0], 0, s.proc
+	}
+	s.sentAudio += audio
+	s.sent = append(s.sent, sentChunk{data: append([]byte(nil), data...), end: s.sentAudio})
+	drop := 0
+	for drop < len(s.sent) && s.sent[drop].end < s.sentAudio-replayWindow {
+		drop++
+	}
+	s.sent = append(s.sent[:0], s.sent[drop:]...)
+}
+
+// replayLost puts back in front of the held audio what proc had been
+// given but had not yet sent when it died (beyond its last reported output
+// time; that report may be up to 0.5 s old, so a little may be sent twice
+// rather than lost). Must hold wsem.
+func (s *Session) replayLost(proc *ffpipe.Proc) {
+	if s.sentTo != proc {
+		return
+	}
+	out := proc.Progress().OutTime
+	var replay []byte
+	var audio time.Duration
+	for _, c := range s.sent {
+		if c.end > out {
+			replay = append(replay, c.data...)
+		}
+	}
+	if len(s.sent) > 0 {
+		audio = s.sentAudio - max(out, s.sent[0].end)
+	}
+	s.sent, s.sentAudio, s.sentTo = s.sent[:0], 0, nil
+	if len(replay) == 0 {
+		return
+	}
+	s.pending = append(replay, s.pending...)
+	s.pendAud += audio
+	s.cfg.Observer.Buffered(len(replay))
+	s.mu.Lock()
+	s.buffered = len(s.pending)
+	s.mu.Unlock()
+	s.log.WithField("replay_seconds", fmt.Sprintf("%.2f", audio.Seconds())).Info("audio the failed ffmpeg had not sent will go to the next one")
 }
 
 // advance moves the media clock after audio was handed on. Must hold wsem.
@@ -750,6 +812,9 @@ func (s *Session) watch(proc *ffpipe.Proc) {
 	// Another ffmpeg already took over: a format change replaced this one
 	// on purpose, or a restart ran. Otherwise none runs now.
 	replaced := s.proc != nil
+	if !replaced && !s.ending() {
+		s.replayLost(proc)
+	}
 	<-s.wsem
 	s.mu.Lock()
 	if s.running == proc {
@@ -842,7 +907,9 @@ func (s *Session) settle() {
 	}
 	s.unsettled = nil
 	s.cfg.Observer.Buffered(-len(s.pending))
-	s.log.WithField("held_seconds", fmt.Sprintf("%.2f", s.pendAud.Seconds())).Info("ffmpeg restarted; held audio delivered")
+	if !s.firstProc {
+		s.log.WithField("held_seconds", fmt.Sprintf("%.2f", s.pendAud.Seconds())).Info("ffmpeg restarted; held audio delivered")
+	}
 	s.pending = s.pending[:0]
 	s.pendAud = 0
 	s.mu.Lock()
@@ -1076,6 +1143,7 @@ func (s *Session) fillGap(now time.Time) {
 	if err := s.writeProc(buf); err != nil {
 		return
 	}
+	s.record(buf, time.Duration(n)*dur)
 	s.fed += time.Duration(n) * dur
 	s.mu.Lock()
 	s.silence += time.Duration(n) * dur

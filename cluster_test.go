@@ -1,0 +1,289 @@
+package main
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"ffmpeg-publisher/internal/rtmptest"
+	"ffmpeg-publisher/session"
+)
+
+// Several publishers behind HAProxy (Debian's), routed by live ID with the
+// shipped deploy/haproxy.cfg: IDs stay on one instance and spread over
+// all; an instance killed with SIGKILL loses only its own IDs' publish for
+// a moment; a rolling restart with SIGTERM loses no acknowledged audio.
+
+type cluster struct {
+	rtmp      *rtmptest.Server
+	addrs     []string // instances' host:port
+	procs     []*exec.Cmd
+	haproxy   *exec.Cmd
+	URL       string // through HAProxy
+	client    *http.Client
+	instArgs  []string
+	t         *testing.T
+	haproxyOK chan struct{}
+}
+
+func freeAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func startCluster(t *testing.T, n int) *cluster {
+	haproxyBin := rtmptest.Require(t, "ffmpeg", "nginx", "haproxy")[2]
+	c := &cluster{t: t, rtmp: rtmptest.Start(t), client: &http.Client{Timeout: 30 * time.Second}}
+	c.instArgs = []string{"-rtmp", c.rtmp.URL, "-admin-key", "admin", "-drain-delay", "3s", "-idle-timeout", "10s"}
+	cfg, err := os.ReadFile("deploy/haproxy.cfg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := string(cfg)
+	for i := 0; i < n; i++ {
+		addr := freeAddr(t)
+		c.addrs = append(c.addrs, addr)
+		cmd, _ := startProcessAt(t, addr, c.instArgs...)
+		c.procs = append(c.procs, cmd)
+		conf = strings.Replace(conf, fmt.Sprintf("127.0.0.1:808%d", i+1), addr, 1)
+	}
+	front := freeAddr(t)
+	conf = strings.Replace(conf, "bind :8080", "bind "+front, 1)
+	path := filepath.Join(t.TempDir(), "haproxy.cfg")
+	os.WriteFile(path, []byte(conf), 0o644)
+	c.haproxy = exec.Command(haproxyBin, "-db", "-f", path)
+	c.haproxy.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := c.haproxy.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.haproxy.Process.Kill(); c.haproxy.Wait(); c.client.CloseIdleConnections() })
+	c.URL = "http://" + front
+	// Every instance up in HAProxy's eyes: rise 2 × 500 ms.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if resp, err := c.client.Get(c.URL + "/healthz"); err == nil {
+			resp.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("HAProxy did not come up")
+		}
+	}
+	time.Sleep(1500 * time.Millisecond)
+	return c
+}
+
+// holders returns, per instance, the live IDs it serves (stream API).
+func (c *cluster) holders() [][]string {
+	out := make([][]string, len(c.addrs))
+	for i, addr := range c.addrs {
+		req, _ := http.NewRequest("GET", "http://"+addr+"/streams", nil)
+		req.Header.Set("Authorization", "Bearer admin")
+		resp, err := c.client.Do(req)
+		if err != nil {
+			continue // a dead or restarting instance
+		}
+		var r struct{ Streams []session.Info }
+		json.NewDecoder(resp.Body).Decode(&r)
+		resp.Body.Close()
+		for _, s := range r.Streams {
+			out[i] = append(out[i], s.ID)
+		}
+	}
+	return out
+}
+
+// post sends one chunk through HAProxy as a client would: retrying a
+// refusal (502, 503) or a broken connection a few times. It reports
+// whether the chunk was acknowledged.
+func (c *cluster) post(id string, chunk []byte, end bool) bool {
+	q := c.URL + "/base64?key=secret&id=" + id
+	if end {
+		q += "&end=1"
+	}
+	body := base64.StdEncoding.EncodeToString(chunk)
+	for attempt := 0; attempt < 20; attempt++ {
+		resp, err := c.client.Post(q, "text/plain", strings.NewReader(body))
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return true
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return false
+}
+
+// stream posts audio for id in 504 ms chunks at real-time pace and returns
+// the audio acknowledged; before(i) runs before chunk i.
+func (c *cluster) stream(id string, audio []byte, before func(i int)) time.Duration {
+	chunks := splitEvery(audio, 14*144)
+	var acked time.Duration
+	paced(len(chunks), 504*time.Millisecond, func(i int) {
+		if before != nil {
+			before(i)
+		}
+		if c.post(id, chunks[i], i == len(chunks)-1) {
+			acked += session.MP3Duration(chunks[i])
+		}
+	})
+	return acked
+}
+
+func TestClusterRoutesByLiveID(t *testing.T) {
+	t.Parallel()
+	c := startCluster(t, 3)
+	audio := rtmptest.MP3(t, 6.048, 16000, 1, "32k", true)
+	const ids = 30
+	var wg sync.WaitGroup
+	var where [][]string
+	var once sync.Once
+	for i := 0; i < ids; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			id := fmt.Sprintf("c%02d", i)
+			if i%2 == 0 {
+				c.stream(id, audio, func(k int) {
+					if k == 6 && i == 0 {
+						once.Do(func() { where = c.holders() })
+					}
+				})
+				return
+			}
+			wsStream(t, &publisher{URL: c.URL, client: c.client}, id, audio, nil)
+		}()
+	}
+	wg.Wait()
+	seen := map[string]int{}
+	for inst, list := range where {
+		if len(list) == 0 {
+			t.Errorf("instance %d got none of the %d IDs", inst, ids)
+		}
+		for _, id := range list {
+			seen[id]++
+		}
+		t.Logf("instance %d: %d streams", inst, len(list))
+	}
+	for i := 0; i < ids; i++ {
+		id := fmt.Sprintf("c%02d", i)
+		if seen[id] > 1 {
+			t.Errorf("%s was on %d instances at once", id, seen[id])
+		}
+		if n := c.rtmp.PublishCount(id); n != 1 {
+			t.Errorf("%s: %d publish sessions, want 1", id, n)
+		}
+	}
+	if len(seen) < ids-2 { // streams that had not started when the list was taken
+		t.Errorf("only %d of %d IDs were found on an instance", len(seen), ids)
+	}
+}
+
+func TestClusterSurvivesAKilledInstance(t *testing.T) {
+	t.Parallel()
+	c := startCluster(t, 3)
+	audio := rtmptest.MP3(t, 8.064, 16000, 1, "32k", true)
+	const ids = 12
+	var victim = -1
+	var victimIDs map[string]bool
+	var mu sync.Mutex
+	acked := make([]time.Duration, ids)
+	var wg sync.WaitGroup
+	for i := 0; i < ids; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			acked[i] = c.stream(fmt.Sprintf("k%02d", i), audio, func(k int) {
+				if k != 6 || i != 0 {
+					return
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				where := c.holders()
+				for inst, list := range where {
+					if victim < 0 || len(list) > len(where[victim]) {
+						victim = inst
+					}
+				}
+				victimIDs = map[string]bool{}
+				for _, id := range where[victim] {
+					victimIDs[id] = true
+				}
+				c.procs[victim].Process.Kill()
+			})
+		}()
+	}
+	wg.Wait()
+	if len(victimIDs) == 0 {
+		t.Fatal("the killed instance held no stream")
+	}
+	sent := session.MP3Duration(audio).Seconds()
+	for i := 0; i < ids; i++ {
+		id := fmt.Sprintf("k%02d", i)
+		rec := c.rtmp.WaitRecorded(t, id, 1)
+		if acked[i].Seconds() < sent-0.6 {
+			t.Errorf("%s: only %.2f s of %.2f s acknowledged: more than one chunk refused", id, acked[i].Seconds(), sent)
+		}
+		if victimIDs[id] {
+			// Moved: a second publish; the audio inside the killed
+			// instance's ffmpeg is lost.
+			if rec.Duration < acked[i].Seconds()-1.5 {
+				t.Errorf("%s (moved): recorded %.2f s of %.2f s acknowledged", id, rec.Duration, acked[i].Seconds())
+			}
+			continue
+		}
+		if n := c.rtmp.PublishCount(id); n != 1 || rec.Duration < acked[i].Seconds()-0.1 {
+			t.Errorf("%s (untouched): %d publishes, recorded %.2f s of %.2f s", id, n, rec.Duration, acked[i].Seconds())
+		}
+	}
+	t.Logf("killed instance %d with %d of %d streams", victim, len(victimIDs), ids)
+}
+
+func TestClusterRollingRestart(t *testing.T) {
+	t.Parallel()
+	c := startCluster(t, 3)
+	audio := rtmptest.MP3(t, 24.192, 16000, 1, "32k", true)
+	const ids = 9
+	acked := make([]time.Duration, ids)
+	var wg sync.WaitGroup
+	for i := 0; i < ids; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			acked[i] = c.stream(fmt.Sprintf("r%d", i), audio, nil)
+		}()
+	}
+	// One instance at a time: SIGTERM, wait for it to drain and exit,
+	// start it again, let HAProxy see it healthy.
+	time.Sleep(2 * time.Second)
+	for n := range c.procs {
+		c.procs[n].Process.Signal(syscall.SIGTERM)
+		c.procs[n].Wait()
+		cmd, _ := startProcessAt(t, c.addrs[n], c.instArgs...)
+		c.procs[n] = cmd
+		time.Sleep(1500 * time.Millisecond)
+	}
+	wg.Wait()
+	for i := 0; i < ids; i++ {
+		id := fmt.Sprintf("r%d", i)
+		rec := c.rtmp.WaitRecorded(t, id, 1)
+		t.Logf("%s: %d publish sessions, recorded %.2f s, acknowledged %.2f s", id, c.rtmp.PublishCount(id), rec.Duration, acked[i].Seconds())
+		if rec.Duration < acked[i].Seconds()-0.1 {
+			t.Errorf("%s: recorded %.2f s of %.2f s acknowledged", id, rec.Duration, acked[i].Seconds())
+		}
+	}
+}
