@@ -248,6 +248,7 @@ type Session struct {
 	firstProc bool
 	// sent is the recent audio written to sentTo, for replayLost.
 	sent      []sentChunk
+	sentBuf   []byte
 	sentAudio time.Duration
 	sentTo    *ffpipe.Proc
 	fed       time.Duration // audio handed on (client audio and silence): the media clock
@@ -369,8 +370,8 @@ func (s *Session) ending() bool {
 func (s *Session) Err() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.err == nil || s.published {
-		return nil
+	if s.err == nil || s.published || s.err.nameTaken() {
+		return nil // a name still held by the previous publisher is a wait
 	}
 	return s.err
 }
@@ -662,22 +663,32 @@ func (s *Session) deliver(data []byte, audio time.Duration) (*ffpipe.Proc, error
 const replayWindow = 5 * time.Second
 
 type sentChunk struct {
-	data []byte
-	end  time.Duration // the ffmpeg's input audio after this chunk
+	start int           // offset in sentBuf
+	end   time.Duration // the ffmpeg's input audio after this chunk
 }
 
-// record remembers audio written to the current ffmpeg. Must hold wsem.
+// record remembers audio written to the current ffmpeg, in one buffer
+// reused from write to write. Must hold wsem.
 func (s *Session) record(data []byte, audio time.Duration) {
 	if s.sentTo != s.proc {
-		s.sent, s.sentAudio, s.sentTo = s.sent[:0], 0, s.proc
+		s.sentBuf, s.sent, s.sentAudio, s.sentTo = s.sentBuf[:0], s.sent[:0], 0, s.proc
 	}
 	s.sentAudio += audio
-	s.sent = append(s.sent, sentChunk{data: append([]byte(nil), data...), end: s.sentAudio})
+	s.sent = append(s.sent, sentChunk{start: len(s.sentBuf), end: s.sentAudio})
+	s.sentBuf = append(s.sentBuf, data...)
 	drop := 0
-	for drop < len(s.sent) && s.sent[drop].end < s.sentAudio-replayWindow {
+	for drop < len(s.sent)-1 && s.sent[drop].end < s.sentAudio-replayWindow {
 		drop++
 	}
+	if drop == 0 {
+		return
+	}
+	cut := s.sent[drop].start
+	s.sentBuf = append(s.sentBuf[:0], s.sentBuf[cut:]...)
 	s.sent = append(s.sent[:0], s.sent[drop:]...)
+	for i := range s.sent {
+		s.sent[i].start -= cut
+	}
 }
 
 // replayLost puts back in front of the held audio what proc had been
@@ -691,15 +702,17 @@ func (s *Session) replayLost(proc *ffpipe.Proc) {
 	out := proc.Progress().OutTime
 	var replay []byte
 	var audio time.Duration
-	for _, c := range s.sent {
+	for i, c := range s.sent {
 		if c.end > out {
-			replay = append(replay, c.data...)
+			replay = append([]byte(nil), s.sentBuf[c.start:]...)
+			audio = s.sentAudio - out
+			if i > 0 {
+				audio = s.sentAudio - max(out, s.sent[i-1].end)
+			}
+			break
 		}
 	}
-	if len(s.sent) > 0 {
-		audio = s.sentAudio - max(out, s.sent[0].end)
-	}
-	s.sent, s.sentAudio, s.sentTo = s.sent[:0], 0, nil
+	s.sentBuf, s.sent, s.sentAudio, s.sentTo = s.sentBuf[:0], s.sent[:0], 0, nil
 	if len(replay) == 0 {
 		return
 	}

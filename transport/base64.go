@@ -2,6 +2,7 @@ package transport
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -20,6 +21,23 @@ func (e *Base64Error) Error() string { return "invalid base64: " + e.Msg }
 // "data:audio/mpeg;base64," prefix.
 func NewBase64Reader(body io.Reader) io.Reader {
 	return base64.NewDecoder(base64.RawStdEncoding, &b64Filter{br: bufio.NewReaderSize(body, 4096)})
+}
+
+// b64Decoder is a reusable NewBase64Reader, for the handler's pool.
+type b64Decoder struct {
+	filter b64Filter
+	br     *bufio.Reader
+}
+
+func newB64Decoder() *b64Decoder { return &b64Decoder{br: bufio.NewReaderSize(nil, 4096)} }
+
+// decode appends the decoded body to dst.
+func (d *b64Decoder) decode(dst *bytes.Buffer, body io.Reader) error {
+	d.br.Reset(body)
+	d.filter = b64Filter{br: d.br}
+	_, err := dst.ReadFrom(base64.NewDecoder(base64.RawStdEncoding, &d.filter))
+	d.br.Reset(nil)
+	return err
 }
 
 // b64Filter turns the accepted forms into unpadded standard base64.

@@ -90,7 +90,8 @@ type Server struct {
 	shutdownOnce sync.Once
 	conns        sync.WaitGroup // WebSocket connections being served
 
-	bufs sync.Pool // *bytes.Buffer for decoded bodies and messages
+	bufs     sync.Pool // *bytes.Buffer for decoded bodies and messages
+	decoders sync.Pool // *b64Decoder
 
 	requests *clientLimits // nil: unlimited
 	sessions *clientLimits // nil: unlimited
@@ -112,6 +113,7 @@ func New(cfg Config, reg *session.Registry, log *logrus.Entry) *Server {
 		cfg: cfg, reg: reg, log: log, started: time.Now(),
 		shutdown: make(chan struct{}),
 		bufs:     sync.Pool{New: func() any { return new(bytes.Buffer) }},
+		decoders: sync.Pool{New: func() any { return newB64Decoder() }},
 		requests: newClientLimits(cfg.RateRequests, int(2*cfg.RateRequests)),
 		sessions: newClientLimits(cfg.RateSessions, max(5, int(2*cfg.RateSessions))),
 	}
@@ -310,7 +312,10 @@ func (s *Server) handleBase64(w http.ResponseWriter, r *http.Request) error {
 	defer s.putBuf(buf)
 	buf.Reset()
 	body := http.MaxBytesReader(w, r.Body, s.cfg.MaxBody)
-	if _, err := buf.ReadFrom(NewBase64Reader(body)); err != nil {
+	dec := s.decoders.Get().(*b64Decoder)
+	err := dec.decode(buf, body)
+	s.decoders.Put(dec)
+	if err != nil {
 		if be := base64Problem(err); be != nil {
 			return be
 		}
