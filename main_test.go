@@ -357,6 +357,30 @@ func TestEndToEnd(t *testing.T) {
 			t.Errorf("recordings %+v, want two AAC publishes with %.3f s", rec, sent)
 		}
 	})
+	t.Run("websocket webm (opus, as a browser's MediaRecorder sends)", func(t *testing.T) {
+		t.Parallel()
+		out, err := exec.Command("ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "sine=d=5",
+			"-c:a", "libopus", "-b:a", "48k", "-f", "webm", "pipe:1").Output()
+		if err != nil {
+			t.Fatalf("ffmpeg: %v", err)
+		}
+		c, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(pub.URL, "http")+"/ws?id=webm&key=secret&format=webm", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		go func() {
+			for {
+				if _, _, err := c.ReadMessage(); err != nil {
+					return
+				}
+			}
+		}()
+		pieces := splitEvery(out, len(out)/50+1) // 50 pieces of 100 ms
+		paced(len(pieces), 100*time.Millisecond, func(i int) { c.WriteMessage(websocket.BinaryMessage, pieces[i]) })
+		c.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""))
+		checkArrived(t, rtmp, "webm", 5*time.Second)
+	})
 	t.Run("unreachable RTMP server", func(t *testing.T) {
 		t.Parallel()
 		ln, _ := net.Listen("tcp", "127.0.0.1:0")

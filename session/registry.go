@@ -84,6 +84,9 @@ func (r *Registry) List() []Info {
 type Source struct {
 	Transport string // "base64", "websocket", "upload"
 	Remote    string // the client's address
+	// Format is the audio's container for ffmpeg's -f ("mp3", "webm");
+	// "" means the registry's (MP3). It is fixed when the session starts.
+	Format string
 }
 
 // Write appends one chunk (a legacy POST) to id's stream, creating the
@@ -163,13 +166,20 @@ func (r *Registry) acquire(id string, pub *Publisher) (*Session, error) {
 	if holder := r.claims[id]; holder != nil && holder != pub {
 		return nil, fmt.Errorf("%w (%s from %s)", ErrBusy, holder.src.Transport, holder.src.Remote)
 	}
+	cfg := r.cfg
+	if pub != nil && pub.src.Format != "" {
+		cfg.FFmpeg.InputFormat = pub.src.Format
+	}
 	if s := r.sessions[id]; s != nil {
+		if s.cfg.FFmpeg.InputFormat != cfg.FFmpeg.InputFormat {
+			return nil, fmt.Errorf("%w: it is streaming %s, not %s; end it first", ErrFormat, s.cfg.FFmpeg.InputFormat, cfg.FFmpeg.InputFormat)
+		}
 		return s, nil
 	}
 	if r.cfg.MaxSessions > 0 && len(r.sessions) >= r.cfg.MaxSessions {
 		return nil, ErrAtCapacity
 	}
-	s := newSession(id, r.cfg, r.log, r.probe, &r.draining)
+	s := newSession(id, cfg, r.log, r.probe, &r.draining)
 	r.sessions[id] = s
 	r.cfg.Observer.SessionStarted()
 	r.running[s] = struct{}{}

@@ -46,6 +46,7 @@ var (
 	ErrShuttingDown = errors.New("the server is shutting down")
 	ErrBusy         = errors.New("this live id already has a publisher connected")
 	ErrNotMP3       = errors.New("data is not MP3: no MPEG audio layer III frame found")
+	ErrFormat       = errors.New("this live id is streaming another audio format")
 	ErrBufferFull   = errors.New("the RTMP publish is restarting and this stream's buffer is full, retry shortly")
 	// errEnded: the session ended while the caller waited; retry on a new one.
 	errEnded = errors.New("session ended")

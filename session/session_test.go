@@ -285,11 +285,11 @@ func TestRefusals(t *testing.T) {
 	})
 	t.Run("busy", func(t *testing.T) {
 		r, dir := newTestRegistry(t, fakeffmpeg.Normal, nil)
-		pub, err := r.Attach("abc", Source{"websocket", "192.0.2.1:5000"})
+		pub, err := r.Attach("abc", Source{Transport: "websocket", Remote: "192.0.2.1:5000"})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := r.Attach("abc", Source{"websocket", "x"}); !errors.Is(err, ErrBusy) {
+		if _, err := r.Attach("abc", Source{Transport: "websocket", Remote: "x"}); !errors.Is(err, ErrBusy) {
 			t.Fatalf("second publisher: %v", err)
 		}
 		if _, err := r.Write(context.Background(), "abc", testSrc, frames(hdrV2Mono, 2, 1)); !errors.Is(err, ErrBusy) || !strings.Contains(err.Error(), "192.0.2.1") {
@@ -299,7 +299,7 @@ func TestRefusals(t *testing.T) {
 			t.Fatal(err)
 		}
 		pub.Detach(false) // a dropped connection: the session waits
-		pub2, err := r.Attach("abc", Source{"websocket", "x"})
+		pub2, err := r.Attach("abc", Source{Transport: "websocket", Remote: "x"})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -195,7 +195,7 @@ func status(err error) (int, string) {
 		return http.StatusBadRequest, be.Error()
 	case errors.As(err, &mbe):
 		return http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", mbe.Limit)
-	case errors.Is(err, session.ErrBusy), errors.Is(err, session.ErrSeqLate):
+	case errors.Is(err, session.ErrBusy), errors.Is(err, session.ErrSeqLate), errors.Is(err, session.ErrFormat):
 		return http.StatusConflict, err.Error()
 	case errors.Is(err, session.ErrNotMP3):
 		return http.StatusUnsupportedMediaType, err.Error()

@@ -40,11 +40,11 @@ func closeCode(err error) int {
 		return websocket.ClosePolicyViolation // 1008: any auth failure
 	}
 	switch {
-	case errors.Is(err, errNoID), errors.Is(err, session.ErrInvalidID), errors.Is(err, session.ErrBusy):
+	case errors.Is(err, errNoID), errors.Is(err, session.ErrInvalidID), errors.Is(err, session.ErrBusy), errors.Is(err, session.ErrFormat):
 		return websocket.ClosePolicyViolation // 1008
 	case errors.As(err, new(*rateLimited)):
 		return websocket.CloseTryAgainLater // 1013
-	case errors.Is(err, session.ErrNotMP3):
+	case errors.Is(err, session.ErrNotMP3), errors.As(err, new(*badRequest)):
 		return websocket.CloseUnsupportedData // 1003
 	case errors.Is(err, session.ErrAtCapacity):
 		return websocket.CloseTryAgainLater // 1013
@@ -130,10 +130,13 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) error {
 		closeReq:   make(chan *websocket.CloseError, 1),
 		writerDone: make(chan struct{}),
 	}
-	err = s.admit(r, id)
+	format, err := wsFormat(r.URL.Query().Get("format"))
+	if err == nil {
+		err = s.admit(r, id)
+	}
 	if err == nil {
 		c.log = c.log.WithField("id", id)
-		c.pub, err = s.reg.Attach(id, session.Source{Transport: "websocket", Remote: r.RemoteAddr})
+		c.pub, err = s.reg.Attach(id, session.Source{Transport: "websocket", Remote: r.RemoteAddr, Format: format})
 	}
 	go c.writeLoop()
 	defer func() { <-c.writerDone }()
@@ -147,6 +150,19 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) error {
 	c.pub.Detach(end)
 	c.log.WithField("ended", end).Info("websocket publisher disconnected")
 	return nil
+}
+
+// wsFormat reads format=: MP3 (the default), or WebM (Opus from a browser's
+// MediaRecorder), which ffmpeg decodes; WebM streams are not scanned, so
+// their status reports bytes but not seconds, and gaps are not filled.
+func wsFormat(v string) (string, error) {
+	switch v {
+	case "", "mp3":
+		return "", nil
+	case "webm":
+		return "webm", nil
+	}
+	return "", &badRequest{"format must be mp3 or webm"}
 }
 
 // badRequest is a 400 with its own message.

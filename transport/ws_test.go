@@ -3,6 +3,7 @@ package transport
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -239,5 +240,38 @@ func TestShutdownClosesWebSockets(t *testing.T) {
 	}
 	if got := ts.received(t, "sd"); !bytes.Equal(got, mp3(5, 1)) {
 		t.Fatalf("ffmpeg read %d bytes before the shutdown", len(got))
+	}
+}
+
+func TestWebSocketWebM(t *testing.T) {
+	ts := newServer(t, fakeffmpeg.Normal, nil)
+	c := dialWS(t, ts, "id=wm&key=k&format=webm", nil)
+	if m := readStatus(t, c); m["type"] != "ready" {
+		t.Fatalf("first message: %v", m)
+	}
+	webm := append([]byte{0x1A, 0x45, 0xDF, 0xA3}, bytes.Repeat([]byte("opus"), 100)...) // not MP3, and not refused
+	c.WriteMessage(websocket.BinaryMessage, webm)
+	// Another format for the same live ID is refused while it streams.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if info, ok := ts.reg.Info("wm"); ok && info.Bytes > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the WebM data was not accepted")
+		}
+	}
+	code, r := do(t, "POST", ts.URL+"/base64?key=k&id=wm", strings.NewReader(base64.StdEncoding.EncodeToString(mp3(3, 1))))
+	if code != 409 {
+		t.Errorf("POST during a WebSocket: %d %+v", code, r)
+	}
+	c.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""))
+	readUntilClose(t, c)
+	if got := ts.received(t, "wm"); !bytes.Equal(got, webm) {
+		t.Fatalf("ffmpeg read %d bytes, want the %d WebM bytes as sent", len(got), len(webm))
+	}
+	bad := newServer(t, fakeffmpeg.Normal, nil)
+	_, ce := readUntilClose(t, dialWS(t, bad, "id=x&key=k&format=wav", nil))
+	if ce.Code != websocket.CloseUnsupportedData || !strings.Contains(ce.Text, "mp3 or webm") {
+		t.Errorf("format=wav: close %v", ce)
 	}
 }
