@@ -6,8 +6,9 @@ BIN       := ffmpeg-publisher
 VERSION   := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 # System packages: ffmpeg (encoder, and ffprobe for the tests), nginx with
 # the RTMP module (the local RTMP server), curl (a test client), haproxy
-# (the load balancer of the multi-instance tests).
-DEBS      := ffmpeg nginx libnginx-mod-rtmp curl haproxy
+# (the load balancer of the multi-instance tests), chromium (the browser
+# tests of the recorder page).
+DEBS      := ffmpeg nginx libnginx-mod-rtmp curl haproxy chromium
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # End-to-end tests stream in real time, in parallel: allow more parallel
 # tests than cores, they mostly wait.
@@ -38,6 +39,7 @@ run: deps build
 
 test: deps
 	$(GO) vet ./...
+	node --test web/
 	$(LOAD) $(GO) test $(TESTFLAGS) ./...
 
 load: deps

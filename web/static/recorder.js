@@ -1,0 +1,180 @@
+// The in-page recorder: microphone → MP3 (lamejs, in the page) or WebM/Opus
+// (MediaRecorder) → WebSocket binary messages to /ws. A dropped connection
+// is retried with backoff; audio recorded meanwhile is queued and sent on
+// reconnection, so the server's session (kept for its idle timeout)
+// continues the same stream.
+import { toInt16, level, backoff, describe, closeReason } from './lib.js';
+
+const $ = (id) => document.getElementById(id);
+const QUEUE_LIMIT = 2 << 20; // bytes kept while disconnected (minutes of audio)
+
+let rec = null; // the running recording, or null
+
+function show(text, error) {
+  if (error) {
+    $('error').textContent = text;
+    $('error').hidden = false;
+  } else {
+    $('status').textContent = text;
+  }
+}
+
+function fmtBytes(n) {
+  return n < 1024 * 1024 ? `${(n / 1024).toFixed(1)} KB` : `${(n / 1024 / 1024).toFixed(2)} MB`;
+}
+
+function tick() {
+  if (!rec) return;
+  const s = Math.floor((performance.now() - rec.started) / 1000);
+  $('elapsed').textContent = `${Math.floor(s / 60)}:${String(s % 60).padStart(2, '0')}`;
+  $('sent').textContent = fmtBytes(rec.sent);
+}
+
+function wsURL(id, key, format) {
+  const u = new URL('../ws', location.href);
+  u.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  u.searchParams.set('id', id);
+  u.searchParams.set('key', key);
+  if (format === 'webm') u.searchParams.set('format', 'webm');
+  return u.toString();
+}
+
+function send(data) {
+  if (!rec) return;
+  if (rec.ws && rec.ws.readyState === WebSocket.OPEN && rec.queue.length === 0) {
+    rec.ws.send(data);
+    rec.sent += data.byteLength ?? data.size;
+    return;
+  }
+  rec.queue.push(data);
+  rec.queued += data.byteLength ?? data.size;
+  if (rec.queued > QUEUE_LIMIT) {
+    stop(`The connection has been lost for too long; stopped.`);
+  }
+}
+
+function flushQueue() {
+  while (rec && rec.queue.length && rec.ws.readyState === WebSocket.OPEN) {
+    const d = rec.queue.shift();
+    rec.queued -= d.byteLength ?? d.size;
+    rec.ws.send(d);
+    rec.sent += d.byteLength ?? d.size;
+  }
+}
+
+function connect() {
+  const r = rec;
+  const ws = new WebSocket(r.url);
+  ws.binaryType = 'arraybuffer';
+  r.ws = ws;
+  ws.onopen = () => {
+    r.attempt = 0;
+    r.connects = (r.connects || 0) + 1;
+    document.body.dataset.connects = String(r.connects);
+    flushQueue();
+  };
+  ws.onmessage = (ev) => {
+    let msg;
+    try { msg = JSON.parse(ev.data); } catch { return; }
+    const d = describe(msg);
+    if (d.text) show(d.text, d.error);
+    if (msg.type === 'status' && msg.seconds) $('delivered').textContent = `${Number(msg.seconds).toFixed(1)} s`;
+  };
+  ws.onclose = (ev) => {
+    if (rec !== r || r.stopping) return;
+    const why = closeReason(ev.code, ev.reason);
+    if (!why.retry) {
+      stop(why.text, true);
+      return;
+    }
+    const wait = backoff(r.attempt++);
+    show(`${why.text} (in ${(wait / 1000).toFixed(1)} s)`);
+    r.retry = setTimeout(() => { if (rec === r) connect(); }, wait);
+  };
+}
+
+async function start() {
+  $('error').hidden = true;
+  const id = $('id').value.trim();
+  const key = $('key').value;
+  const format = $('format').value;
+  if (!/^[A-Za-z0-9_-]{1,64}$/.test(id)) {
+    show('The live ID must be 1 to 64 letters, digits, “-” or “_”.', true);
+    return;
+  }
+  $('start').disabled = true;
+  show('Asking for the microphone…');
+  let stream;
+  try {
+    stream = await navigator.mediaDevices.getUserMedia({ audio: { channelCount: 1, echoCancellation: true, noiseSuppression: true } });
+  } catch (e) {
+    show(`No microphone: ${e.message}. Allow the page to use it (and use https:// except on localhost).`, true);
+    $('start').disabled = false;
+    return;
+  }
+  const ctx = new AudioContext();
+  await ctx.audioWorklet.addModule('capture-worklet.js');
+  const source = ctx.createMediaStreamSource(stream);
+  const node = new AudioWorkletNode(ctx, 'capture');
+  const mute = ctx.createGain();
+  mute.gain.value = 0;
+  source.connect(node).connect(mute).connect(ctx.destination);
+  rec = { stream, ctx, node, started: performance.now(), sent: 0, queue: [], queued: 0, attempt: 0, samples: 0,
+    url: wsURL(id, key, format), format };
+  node.port.onmessage = (ev) => {
+    if (!rec) return;
+    rec.samples += ev.data.length;
+    // Seconds captured, for people and for the browser tests.
+    document.body.dataset.captured = (rec.samples / ctx.sampleRate).toFixed(3);
+    $('level').style.width = `${Math.round(level(ev.data) * 100)}%`;
+    if (rec.encoder) {
+      const mp3 = rec.encoder.encodeBuffer(toInt16(ev.data));
+      if (mp3.length) send(mp3);
+    }
+  };
+  if (format === 'webm') {
+    rec.recorder = new MediaRecorder(stream, { mimeType: 'audio/webm;codecs=opus', audioBitsPerSecond: 64000 });
+    rec.recorder.ondataavailable = (ev) => { if (ev.data.size) ev.data.arrayBuffer().then(send); };
+    rec.recorder.start(100);
+  } else {
+    rec.encoder = new lamejs.Mp3Encoder(1, ctx.sampleRate, 64);
+  }
+  rec.timer = setInterval(tick, 250);
+  connect();
+  $('stop').disabled = false;
+  show('Connecting…');
+}
+
+function stop(message, isError) {
+  const r = rec;
+  if (!r) return;
+  r.stopping = true;
+  clearTimeout(r.retry);
+  clearInterval(r.timer);
+  if (r.encoder) {
+    const last = r.encoder.flush();
+    if (last.length && r.ws && r.ws.readyState === WebSocket.OPEN) r.ws.send(last);
+  }
+  if (r.recorder && r.recorder.state !== 'inactive') r.recorder.stop();
+  r.stream.getTracks().forEach((t) => t.stop());
+  r.ctx.close();
+  // Close with 1000 once queued data is out: the server ends the stream now.
+  const closeWhenSent = () => {
+    if (r.ws && r.ws.readyState === WebSocket.OPEN && r.ws.bufferedAmount > 0) {
+      setTimeout(closeWhenSent, 50);
+      return;
+    }
+    if (r.ws) r.ws.close(1000, 'stopped');
+  };
+  setTimeout(closeWhenSent, 150); // MediaRecorder's last chunk
+  rec = null;
+  $('level').style.width = '0%';
+  $('start').disabled = false;
+  $('stop').disabled = true;
+  show(message || 'Stopped.', isError);
+}
+
+const params = new URLSearchParams(location.search);
+for (const f of ['id', 'key', 'format']) if (params.get(f)) $(f).value = params.get(f);
+$('start').addEventListener('click', start);
+$('stop').addEventListener('click', () => stop());
