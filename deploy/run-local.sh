@@ -5,7 +5,7 @@ set -euo pipefail
 bin=${1:-./ffmpeg-publisher}
 here=$(cd "$(dirname "$0")/.." && pwd)
 prefix="$here/.run"
-mkdir -p "$prefix/rec" "$prefix/logs"
+mkdir -p "$prefix/rec" "$prefix/hls" "$prefix/logs" "$prefix/tmp"
 conf="$prefix/nginx.conf"
 # As root, workers must run as root to write recordings into the prefix.
 { [ "$(id -u)" = 0 ] && echo "user root;"; sed "s|@PREFIX@|$prefix|g" "$here/deploy/nginx-rtmp.conf"; } > "$conf"
@@ -21,4 +21,5 @@ echo "nginx-rtmp on rtmp://127.0.0.1:1935/live (recordings in $prefix/rec, log i
 echo "publisher on http://127.0.0.1:8081 — try:"
 echo "  ffmpeg -re -f lavfi -i sine=d=10 -f mp3 -method POST 'http://127.0.0.1:8081/live/demo?key=testkey'"
 echo "  ffprobe rtmp://127.0.0.1:1935/live/demo"
+echo "or open http://127.0.0.1:8081/demo/?hls=1 to record from the microphone and listen back (HLS on :8088)"
 "$bin" -rtmp rtmp://127.0.0.1:1935/live -listen "${LISTEN:-:8081}" "${@:2}"

@@ -174,7 +174,39 @@ function stop(message, isError) {
   show(message || 'Stopped.', isError);
 }
 
+// Listening back: play the stream's HLS output (nginx-rtmp's "hls on"),
+// so a person hears the round trip and sees how far behind live it is.
+let hls = null;
+function hlsDefault() {
+  return `${location.protocol}//${location.hostname}:8088/hls/${$('id').value.trim()}.m3u8`;
+}
+function play() {
+  const url = $('hls').value.trim() || hlsDefault();
+  $('hls').value = url;
+  if (hls) hls.destroy();
+  const audio = $('player');
+  if (!window.Hls || !Hls.isSupported()) {
+    audio.src = url; // Safari plays HLS itself
+    audio.play();
+    return;
+  }
+  hls = new Hls({ liveSyncDurationCount: 2, lowLatencyMode: true });
+  hls.loadSource(url);
+  hls.attachMedia(audio);
+  hls.on(Hls.Events.MANIFEST_PARSED, () => audio.play());
+  hls.on(Hls.Events.ERROR, (_, data) => {
+    if (data.fatal) $('lag').textContent = `Cannot play ${url}: ${data.details}. Is the stream live, and does the RTMP server make HLS?`;
+  });
+  setInterval(() => {
+    if (hls && hls.latency) $('lag').textContent = `You hear the stream about ${hls.latency.toFixed(1)} s behind its live edge.`;
+  }, 1000);
+}
+$('play').addEventListener('click', play);
+
 const params = new URLSearchParams(location.search);
 for (const f of ['id', 'key', 'format']) if (params.get(f)) $(f).value = params.get(f);
+const hlsParam = params.get('hls');
+$('hls').value = hlsParam && hlsParam !== '1' ? hlsParam : hlsDefault();
+$('id').addEventListener('change', () => { if (!hlsParam || hlsParam === '1') $('hls').value = hlsDefault(); });
 $('start').addEventListener('click', start);
 $('stop').addEventListener('click', () => stop());
