@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -380,6 +381,22 @@ func TestEndToEnd(t *testing.T) {
 		paced(len(pieces), 100*time.Millisecond, func(i int) { c.WriteMessage(websocket.BinaryMessage, pieces[i]) })
 		c.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""))
 		checkArrived(t, rtmp, "webm", 5*time.Second)
+	})
+	t.Run("passthrough with -audio-codec copy", func(t *testing.T) {
+		t.Parallel()
+		cp := startPublisher(t, rtmp.URL, func(c *Config) { c.AudioCodec = "copy" })
+		mp3at44 := rtmptest.MP3(t, 3, 44100, 2, "128k", true)
+		cp.postChunks(t, "copy44", splitEvery(mp3at44, len(mp3at44)/6+1), 500*time.Millisecond)
+		rec := rtmp.WaitRecorded(t, "copy44", 1)
+		if rec.Codecs != "mp3" || math.Abs(rec.Duration-session.MP3Duration(mp3at44).Seconds()) > 0.1 {
+			t.Errorf("44.1 kHz passthrough: %+v, want MP3 of %.2f s", rec, session.MP3Duration(mp3at44).Seconds())
+		}
+		// FLV cannot say 16 kHz for MP3: that stream is encoded to AAC.
+		mono16 := rtmptest.MP3(t, 3.024, 16000, 1, "32k", true)
+		cp.postChunks(t, "copy16", splitEvery(mono16, 14*144), 504*time.Millisecond)
+		if rec := rtmp.WaitRecorded(t, "copy16", 1); rec.Codecs != "aac" || rec.Duration < 2.9 {
+			t.Errorf("16 kHz with copy: %+v, want AAC", rec)
+		}
 	})
 	t.Run("unreachable RTMP server", func(t *testing.T) {
 		t.Parallel()

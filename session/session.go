@@ -247,6 +247,8 @@ type Session struct {
 	// best effort: a burst beyond the buffer is written uncopied rather
 	// than refused, as before there was anything to hold on to.
 	firstProc bool
+	// warnedCopy: the copy fallback to AAC was logged.
+	warnedCopy bool
 	// sent is the recent audio written to sentTo, for replayLost.
 	sent      []sentChunk
 	sentBuf   []byte
@@ -755,6 +757,9 @@ func (s *Session) hold(data []byte, audio time.Duration) error {
 func (s *Session) startProc() error {
 	fc := s.cfg.FFmpeg
 	fc.Target = Target(s.cfg.RTMPBase, s.id)
+	if fc.AudioCodec == "copy" && !s.flvCarries() {
+		fc.AudioCodec = "aac"
+	}
 	proc, err := ffpipe.Start(fc, s.log)
 	if err != nil {
 		s.log.WithError(err).Error("cannot start ffmpeg")
@@ -774,6 +779,30 @@ func (s *Session) startProc() error {
 	}
 	go s.watch(proc)
 	return nil
+}
+
+// flvCarries tells whether FLV can carry this stream's audio as it is:
+// MP3 at 44.1, 22.05 or 11.025 kHz (the rates FLV's header can say). Other
+// audio (16 kHz MP3 from a mini-program, Opus from a browser) is encoded
+// to AAC even with -audio-codec copy, or ffmpeg would refuse the output.
+// Must hold wsem.
+func (s *Session) flvCarries() bool {
+	if s.scan == nil || !s.scan.started() {
+		return false
+	}
+	rate := s.scan.last.sampleRate
+	if s.scan.formatPending { // replacing ffmpeg for the next frame's format
+		rate = mustParse(s.scan.carry).sampleRate
+	}
+	switch rate {
+	case 44100, 22050, 11025:
+		return true
+	}
+	if !s.warnedCopy {
+		s.warnedCopy = true
+		s.log.WithField("sample_rate", rate).Warn("FLV cannot carry MP3 at this sample rate: this stream is encoded to AAC despite -audio-codec copy")
+	}
+	return false
 }
 
 // Restart backoff: quick first retries (an RTMP server restarting is back
