@@ -255,14 +255,7 @@ func TestEndToEnd(t *testing.T) {
 		defer c.Close()
 		var reading sync.WaitGroup
 		reading.Add(1)
-		go func() { // status messages, until the server's close
-			defer reading.Done()
-			for {
-				if _, _, err := c.ReadMessage(); err != nil {
-					return
-				}
-			}
-		}()
+		go drainStatus(c, reading.Done)
 		pieces := splitEvery(mono16, 400) // 32 kbps: 400 bytes = 100 ms
 		paced(len(pieces), 100*time.Millisecond, func(i int) {
 			if err := c.WriteMessage(websocket.BinaryMessage, pieces[i]); err != nil {
@@ -333,13 +326,7 @@ func TestEndToEnd(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		go func() {
-			for {
-				if _, _, err := c.ReadMessage(); err != nil {
-					return
-				}
-			}
-		}()
+		go drainStatus(c, nil)
 		pieces := splitEvery(three, 400)
 		paced(len(pieces), 100*time.Millisecond, func(i int) { c.WriteMessage(websocket.BinaryMessage, pieces[i]) })
 		c.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""))
@@ -370,13 +357,7 @@ func TestEndToEnd(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		go func() {
-			for {
-				if _, _, err := c.ReadMessage(); err != nil {
-					return
-				}
-			}
-		}()
+		go drainStatus(c, nil)
 		pieces := splitEvery(out, len(out)/50+1) // 50 pieces of 100 ms
 		paced(len(pieces), 100*time.Millisecond, func(i int) { c.WriteMessage(websocket.BinaryMessage, pieces[i]) })
 		c.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""))
@@ -411,4 +392,17 @@ func TestEndToEnd(t *testing.T) {
 		}
 		t.Logf("502 after %s: %s", time.Since(start).Round(time.Millisecond), r.Errmsg)
 	})
+}
+
+// drainStatus reads a WebSocket's status messages until the connection
+// ends, then calls done (if not nil).
+func drainStatus(c *websocket.Conn, done func()) {
+	if done != nil {
+		defer done()
+	}
+	for {
+		if _, _, err := c.ReadMessage(); err != nil {
+			return
+		}
+	}
 }

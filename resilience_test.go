@@ -55,14 +55,7 @@ func wsStream(t *testing.T, p *publisher, id string, audio []byte, at func(i int
 	}
 	defer c.Close()
 	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			if _, _, err := c.ReadMessage(); err != nil {
-				return
-			}
-		}
-	}()
+	go drainStatus(c, func() { close(done) })
 	pieces := splitEvery(audio, 800)
 	paced(len(pieces), 200*time.Millisecond, func(i int) {
 		if at != nil {
