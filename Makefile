@@ -7,7 +7,8 @@ VERSION   := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 # System packages: ffmpeg (encoder, and ffprobe for the tests), nginx with
 # the RTMP module (the local RTMP server), curl (a test client), haproxy
 # (the load balancer of the multi-instance tests), chromium (the browser
-# tests of the recorder page).
+# tests of the recorder page); nodejs too when no node is on the PATH (the
+# page's JavaScript unit tests).
 DEBS      := ffmpeg nginx libnginx-mod-rtmp curl haproxy chromium
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # End-to-end tests stream in real time, in parallel: allow more parallel
@@ -26,7 +27,8 @@ build:
 
 # Installs the Debian packages that are missing (apt-get update first).
 deps:
-	@missing=$$(for p in $(DEBS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	@missing=$$(for p in $(DEBS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done; \
+		command -v node >/dev/null || echo nodejs); \
 	if [ -n "$$missing" ]; then \
 		echo "installing:" $$missing; \
 		$(SUDO) apt-get update -q && \
