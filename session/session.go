@@ -1004,11 +1004,15 @@ func (s *Session) writeProc(data []byte) error {
 }
 
 // starveWait: ffmpeg reads about 1 KiB of MP3 before it opens its output;
-// when it has read all it was given and still has not, it is waiting for
-// more input, and a first chunk that small is acknowledged after this
-// rather than after StartTimeout. Measured: from the last byte of a large
-// enough chunk to ffmpeg's first report takes ~0.22 s on loopback.
-const starveWait = 500 * time.Millisecond
+// when it has read all it was given and still has not opened it, it is
+// waiting for more input, and the first chunk is acknowledged after this
+// rather than after StartTimeout. ffmpeg reads a pipe as soon as data is
+// there, so a pipe empty this long means it wants more; a refused RTMP
+// connection is reported well within it (measured: 502 ~50 ms after the
+// first POST). Measured with 100 ms chunks: 500 ms here made the first
+// audio reach a subscriber after ~1.1 s, because each client waits for
+// its first reply before sending the next chunk.
+const starveWait = 150 * time.Millisecond
 
 // awaitPublish waits until proc has opened its output (published), failed,
 // or is starved of input.

@@ -85,24 +85,36 @@ rtmp {
 // Start runs nginx-rtmp until the test ends.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	nginx := Require(t, "nginx")[0]
-	dir := t.TempDir()
+	Require(t, "nginx")
+	s, err := Launch(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.stop)
+	return s
+}
+
+// Launch runs nginx-rtmp on a free loopback port with its files in dir,
+// for tools outside tests (bench/). Stop ends it.
+func Launch(dir string) (*Server, error) {
+	nginx, err := exec.LookPath("nginx")
+	if err != nil {
+		return nil, err
+	}
 	s := &Server{Dir: dir, RecDir: filepath.Join(dir, "rec")}
 	if err := os.MkdirAll(s.RecDir, 0o777); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	for attempt := 0; ; attempt++ {
 		err := s.start(nginx)
 		if err == nil {
-			break
+			return s, nil
 		}
 		s.Addr = "" // another port
 		if attempt == 4 {
-			t.Fatalf("nginx-rtmp did not start: %v\n%s", err, s.ErrorLog())
+			return nil, fmt.Errorf("nginx-rtmp did not start: %v\n%s", err, s.ErrorLog())
 		}
 	}
-	t.Cleanup(s.stop)
-	return s
 }
 
 func (s *Server) start(nginx string) error {
@@ -213,10 +225,13 @@ func (s *Server) WaitRecorded(t testing.TB, name string, publishes int) Recorded
 	}
 }
 
-func (s *Server) measure(t testing.TB, name string) Recorded {
+func (s *Server) measure(t testing.TB, name string) Recorded { return s.Measure(name) }
+
+// Measure describes what was recorded for name so far.
+func (s *Server) Measure(name string) Recorded {
 	var r Recorded
 	for _, f := range s.Recordings(name) {
-		codec, rate, dur := Probe(t, f)
+		codec, rate, dur := probe(f)
 		r.Files++
 		if r.Codecs != "" {
 			r.Codecs += ","
@@ -233,6 +248,10 @@ func (s *Server) measure(t testing.TB, name string) Recorded {
 // first one's start.
 func Probe(t testing.TB, file string) (codec string, rate int, seconds float64) {
 	t.Helper()
+	return probe(file)
+}
+
+func probe(file string) (codec string, rate int, seconds float64) {
 	out, err := exec.Command("ffprobe", "-v", "error", "-select_streams", "a:0",
 		"-show_entries", "stream=codec_name,sample_rate", "-of", "default=nw=1", file).Output()
 	if err != nil {
@@ -275,6 +294,15 @@ func Probe(t testing.TB, file string) (codec string, rate int, seconds float64) 
 // frames (no ID3 tag, no Xing header), as a recorder's frame callback gives.
 func MP3(t testing.TB, seconds float64, rate, channels int, bitrate string, bare bool) []byte {
 	t.Helper()
+	out, err := GenerateMP3(seconds, rate, channels, bitrate, bare)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// GenerateMP3 is MP3 for tools outside tests.
+func GenerateMP3(seconds float64, rate, channels int, bitrate string, bare bool) ([]byte, error) {
 	args := []string{"-hide_banner", "-loglevel", "error", "-f", "lavfi",
 		"-i", fmt.Sprintf("sine=f=440:d=%g:r=%d", seconds, rate),
 		"-ac", strconv.Itoa(channels), "-ar", strconv.Itoa(rate), "-b:a", bitrate}
@@ -287,9 +315,9 @@ func MP3(t testing.TB, seconds float64, rate, channels int, bitrate string, bare
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("ffmpeg: %v\n%s", err, stderr.String())
+		return nil, fmt.Errorf("ffmpeg: %v\n%s", err, stderr.String())
 	}
-	return out
+	return out, nil
 }
 
 // Stop shuts nginx down (its publishers are disconnected).
