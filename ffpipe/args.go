@@ -25,7 +25,9 @@ import (
 type Config struct {
 	// Binary is the ffmpeg executable; "" means "ffmpeg" from PATH.
 	Binary string
-	// InputFormat is ffmpeg's -f for stdin; "" means "mp3".
+	// InputFormat is ffmpeg's -f for stdin; "" means "mp3". The session
+	// frames MP3 in FLV tags ("flv") so that ffmpeg reads it frame by
+	// frame rather than in 1 KiB blocks.
 	InputFormat string
 	// AudioCodec is the output codec; "" means "aac". "copy" passes the
 	// input through untouched (FLV carries MP3).

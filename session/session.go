@@ -257,6 +257,9 @@ type Session struct {
 	fed       time.Duration // audio handed on (client audio and silence): the media clock
 	clock0    time.Time     // when the first audio was handed on
 	silent    []byte        // one silent frame in the stream's format, for gap fill
+	// flv frames MP3 for flvTo, the ffmpeg it wrote the FLV header to.
+	flv   flvFramer
+	flvTo *ffpipe.Proc
 
 	endReq chan struct{} // closed by requestEnd
 	done   chan struct{} // closed when ended
@@ -757,6 +760,9 @@ func (s *Session) hold(data []byte, audio time.Duration) error {
 func (s *Session) startProc() error {
 	fc := s.cfg.FFmpeg
 	fc.Target = Target(s.cfg.RTMPBase, s.id)
+	if s.scan != nil {
+		fc.InputFormat = "flv" // MP3 frames in FLV tags: see flvFramer
+	}
 	if fc.AudioCodec == "copy" && !s.flvCarries() {
 		fc.AudioCodec = "aac"
 	}
@@ -984,6 +990,10 @@ func (s *Session) replaceProc() {
 // writeProc writes to stdin with a deadline. Must hold wsem.
 func (s *Session) writeProc(data []byte) error {
 	start := time.Now()
+	if s.scan != nil {
+		data = s.flv.frame(data, s.flvTo != s.proc)
+		s.flvTo = s.proc
+	}
 	s.proc.SetWriteDeadline(start.Add(s.cfg.WriteTimeout))
 	_, err := s.proc.Write(data)
 	if err == nil {
@@ -1003,15 +1013,17 @@ func (s *Session) writeProc(data []byte) error {
 	return err
 }
 
-// starveWait: ffmpeg reads about 1 KiB of MP3 before it opens its output;
-// when it has read all it was given and still has not opened it, it is
-// waiting for more input, and the first chunk is acknowledged after this
-// rather than after StartTimeout. ffmpeg reads a pipe as soon as data is
-// there, so a pipe empty this long means it wants more; a refused RTMP
-// connection is reported well within it (measured: 502 ~50 ms after the
-// first POST). Measured with 100 ms chunks: 500 ms here made the first
-// audio reach a subscriber after ~1.1 s, because each client waits for
-// its first reply before sending the next chunk.
+// starveWait: ffmpeg may need more input than the first write before it
+// opens its output (WebM: its header and a cluster; MP3, framed in FLV,
+// opens after one frame); when it has read all it was given and still has
+// not opened it, it is waiting for more input, and the first chunk is
+// acknowledged after this rather than after StartTimeout. ffmpeg reads a
+// pipe as soon as data is there, so a pipe empty this long means it wants
+// more; a refused RTMP connection is reported well within it (measured:
+// 502 ~50 ms after the first POST). Measured with 100 ms chunks of raw
+// MP3: 500 ms here made the first audio reach a subscriber after ~1.1 s,
+// because each client waits for its first reply before sending the next
+// chunk.
 const starveWait = 150 * time.Millisecond
 
 // awaitPublish waits until proc has opened its output (published), failed,

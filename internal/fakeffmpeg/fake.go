@@ -78,15 +78,26 @@ func run(args []string, dir, mode string) int {
 	}
 	defer out.Close()
 	buf := make([]byte, 32*1024)
-	var total int64
+	var total, reads int64
+	var unwrap *flvUnwrapper // input framed in FLV: keep the payloads only
+	for i := 0; i+2 < len(args); i++ {
+		if args[i] == "-f" && args[i+1] == "flv" && args[i+2] == "-i" {
+			unwrap = &flvUnwrapper{}
+		}
+	}
 	for {
 		n, err := os.Stdin.Read(buf)
 		if n > 0 {
-			out.Write(buf[:n])
-			total += int64(n)
-			if mode != Stall || total == int64(n) {
+			data := buf[:n]
+			if unwrap != nil {
+				data = unwrap.feed(data)
+			}
+			out.Write(data)
+			total += int64(len(data))
+			if mode != Stall || reads == 0 {
 				fmt.Fprintf(progress, "total_size=%d\nout_time_us=%d\nprogress=continue\n", total, total)
 			}
+			reads++
 			fmt.Fprintf(os.Stderr, "size=%dkB time=00:00:00.00\r", total/1024)
 			if mode == FailAfter {
 				fmt.Fprintln(os.Stderr, "[flv @ 0x1] [error] Failed to write packet: Broken pipe")
@@ -107,4 +118,36 @@ func run(args []string, dir, mode string) int {
 		time.Sleep(time.Hour)
 	}
 	return 0
+}
+
+// flvUnwrapper turns an FLV byte stream into the concatenated payloads of
+// its audio tags (without each tag's one-byte audio header), so that a test
+// reads back exactly the MP3 frames the session framed.
+type flvUnwrapper struct {
+	pending []byte
+	started bool
+	out     []byte
+}
+
+func (u *flvUnwrapper) feed(p []byte) []byte {
+	u.pending = append(u.pending, p...)
+	u.out = u.out[:0]
+	if !u.started {
+		if len(u.pending) < 13 {
+			return nil
+		}
+		u.pending, u.started = u.pending[13:], true
+	}
+	for len(u.pending) >= 11 {
+		size := int(u.pending[1])<<16 | int(u.pending[2])<<8 | int(u.pending[3])
+		if len(u.pending) < 11+size+4 {
+			break
+		}
+		if u.pending[0] == 8 && size > 0 {
+			u.out = append(u.out, u.pending[12:11+size]...)
+		}
+		u.pending = u.pending[11+size+4:]
+	}
+	u.pending = append(u.pending[:0:0], u.pending...)
+	return u.out
 }
