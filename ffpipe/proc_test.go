@@ -63,10 +63,10 @@ func TestArgs(t *testing.T) {
 	}{
 		{"defaults", Config{Target: "rtmp://h/live/a"}, cat(base,
 			[]string{"-f", "mp3", "-i", "pipe:0", "-vn", "-c:a", "aac", "-b:a", "64k"}, tail,
-			[]string{"-f", "flv", "-flvflags", "no_duration_filesize", "rtmp://h/live/a"})},
+			[]string{"-f", "flv", "-tcp_nodelay", "1", "-flvflags", "no_duration_filesize", "rtmp://h/live/a"})},
 		{"bitrate and webm", Config{Target: "rtmp://h/live/b", InputFormat: "webm", AudioBitrate: "128k"}, cat(base,
 			[]string{"-f", "webm", "-i", "pipe:0", "-vn", "-c:a", "aac", "-b:a", "128k"}, tail,
-			[]string{"-f", "flv", "-flvflags", "no_duration_filesize", "rtmp://h/live/b"})},
+			[]string{"-f", "flv", "-tcp_nodelay", "1", "-flvflags", "no_duration_filesize", "rtmp://h/live/b"})},
 		{"copy has no bitrate", Config{Target: "x", AudioCodec: "copy", AudioBitrate: "128k"}, cat(base,
 			[]string{"-f", "mp3", "-i", "pipe:0", "-vn", "-c:a", "copy"}, tail,
 			[]string{"-f", "flv", "-flvflags", "no_duration_filesize", "x"})},
