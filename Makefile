@@ -18,7 +18,7 @@ TESTFLAGS ?= -race -count=1 -parallel 16 -timeout 15m
 # in CI). `make load` runs the full 100 streams for 30 s.
 LOAD      ?= LOAD_STREAMS=20 LOAD_SECONDS=10
 
-.PHONY: all build deps run test test-short load fuzz vet clean
+.PHONY: all build deps run test test-short load bench microbench fuzz vet clean
 
 all: build
 
@@ -46,6 +46,18 @@ test: deps
 
 load: deps
 	LOAD_STREAMS=$${LOAD_STREAMS:-100} LOAD_SECONDS=$${LOAD_SECONDS:-30} $(GO) test -count=1 -run '^TestLoad$$' -v . | grep -E 'resilience_test|^(---|ok|FAIL)'
+
+# The end-to-end benchmark against nginx-rtmp and bare ffmpeg (about half
+# an hour on 2 cores; keep the machine otherwise idle): writes
+# bench/REPORT.md and bench/curve.png. BENCH='-sections latency' and the
+# other flags of `go run ./bench -h` pick parts.
+BENCH ?=
+bench: deps build
+	$(GO) run ./bench -out bench/REPORT.md -png bench/curve.png $(BENCH)
+
+# The hot paths, with allocations.
+microbench:
+	$(GO) test -run '^$$' -bench . -benchmem ./session ./transport ./internal/rtmpplay
 
 # The quick loop: fake ffmpeg only, no real-time streams.
 test-short:
