@@ -32,7 +32,7 @@ func main() {
 	codec := flag.String("codec", "aac", "run: aac, or copy (MP3 passed through)")
 	streams := flag.Int("streams", 20, "run: concurrent real-time streams")
 	seconds := flag.Int("seconds", 20, "length of each stream (longer when the ramp needs it)")
-	rampPer := flag.Duration("ramp-per-stream", 20*time.Millisecond, "stream starts are spread this far apart (ffmpeg's start costs ~40 ms of CPU)")
+	rampPer := flag.Duration("ramp-per-stream", 50*time.Millisecond, "stream starts are spread this far apart: ffmpeg's start costs ~55 ms of CPU, and 20 ms apart the starts alone filled the cores")
 	curve := flag.String("curve", "25,50,100,200", "report: stream counts of the cost curve")
 	capAAC := flag.String("capacity-aac", "150,400", "report: AAC capacity search, first guess and upper bound")
 	capCopy := flag.String("capacity-copy", "500,1600", "report: passthrough capacity search, first guess and upper bound")
