@@ -1122,6 +1122,7 @@ type stallWatch struct {
 	out          time.Duration // latest output time
 	advance      time.Time     // when out last grew
 	upstreamDown bool          // the RTMP server's stall was reported
+	published    bool          // proc's output is open: the stall clock runs
 }
 
 // checkStall restarts an ffmpeg whose output stopped advancing while input
@@ -1143,6 +1144,11 @@ func (s *Session) checkStall(w *stallWatch, now time.Time) {
 	}
 	if p != w.proc {
 		*w = stallWatch{proc: p, advance: now, upstreamDown: w.upstreamDown}
+	}
+	if published && !w.published {
+		// The clock starts at the publish: a start slowed by a busy
+		// machine is not a stalled server.
+		w.published, w.advance = true, now
 	}
 	if pr := p.Progress(); pr.OutTime > w.out {
 		w.out, w.advance = pr.OutTime, now

@@ -402,6 +402,28 @@ func TestStalledOutputRestartsFFmpeg(t *testing.T) {
 	t.Fatal("a stalled ffmpeg was not restarted")
 }
 
+// An ffmpeg that is slow to publish (a busy machine) is not a stalled
+// one: the stall clock starts at the publish.
+func TestSlowStartIsNotAStall(t *testing.T) {
+	r, dir := newTestRegistry(t, fakeffmpeg.SlowStart, func(c *Config) { c.StallTimeout = 300 * time.Millisecond })
+	var sent []byte
+	for i := 0; i < 200; i++ { // 4 s: the fake publishes at 1.5 s and outputs from 2.5 s
+		data := frames(hdrV2Mono, 2, byte(i))
+		if _, err := r.Write(context.Background(), "abc", testSrc, data); err != nil {
+			t.Fatal(err)
+		}
+		sent = append(sent, data...)
+		time.Sleep(20 * time.Millisecond)
+	}
+	if info, _ := r.Info("abc"); info.Restarts != 0 {
+		t.Fatalf("restarted %d times: %s", info.Restarts, info.LastError)
+	}
+	closeRegistry(t, r)
+	if got := received(t, dir, "abc"); len(got) != 1 || !bytes.Equal(got[0], sent) {
+		t.Fatalf("ffmpeg received %d outputs, not the %d bytes sent", len(got), len(sent))
+	}
+}
+
 func TestGapFillFeedsSilenceInTheStreamsFormat(t *testing.T) {
 	r, dir := newTestRegistry(t, fakeffmpeg.Normal, func(c *Config) { c.GapFill = 200 * time.Millisecond })
 	audio := frames(hdrV25Mono, 3, 0x55) // 216 ms of 8 kHz mono

@@ -31,6 +31,10 @@ const (
 	IgnoreInt = "ignore-int" // ignore SIGINT and stdin EOF: only SIGKILL ends it
 	NoRead    = "no-read"    // never read stdin (a stalled encoder)
 	Stall     = "stall"      // read stdin, but report progress only once (a hung RTMP server)
+	// SlowStart takes 1.5 s to open its output (a start on a busy
+	// machine), reports it with out_time 0 as ffmpeg does, and produces
+	// output only 1 s later; then it behaves as Normal.
+	SlowStart = "slow-start"
 )
 
 // Env returns the environment that turns a child started from the test
@@ -70,6 +74,10 @@ func run(args []string, dir, mode string) int {
 	case NoRead:
 		time.Sleep(time.Hour)
 		return 0
+	case SlowStart:
+		time.Sleep(1500 * time.Millisecond)
+		fmt.Fprintf(progress, "total_size=0\nout_time_us=0\nprogress=continue\n")
+		time.Sleep(time.Second)
 	}
 	out, err := os.Create(filepath.Join(dir, target+"."+strconv.Itoa(os.Getpid())+".bin"))
 	if err != nil {
