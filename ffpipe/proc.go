@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -113,8 +114,9 @@ type Proc struct {
 	stdin *os.File
 	log   *logrus.Entry
 
-	ready chan struct{} // closed at the first progress report
-	done  chan struct{} // closed after Wait returned
+	ready  chan struct{} // closed at the first progress report
+	done   chan struct{} // closed after Wait returned
+	loaded sync.Once     // gives back the start slot
 
 	mu       sync.Mutex // guards the fields below
 	tail     []string
@@ -123,9 +125,51 @@ type Proc struct {
 	stopping bool  // SIGINT was sent by us
 }
 
+// starting admits ffmpegs to their start, one per two cores. Debian's
+// ffmpeg links 215 shared libraries and binds every symbol at load
+// (BIND_NOW): a start costs 100-200 ms of CPU before ffmpeg runs a line of
+// its own, more when many load together. A herd of starts (clients
+// reconnecting after a network blip, every stream republishing after the
+// RTMP server's restart) starved the running streams and one another:
+// measured on 2 cores, 100 WebSocket streams starting at once, the slowest
+// ffmpegs took 10 s to read their input, the write timeout killed them,
+// they started again, and 3% of the audio arrived. In line, each loads at
+// full speed, half the cores stay with the running streams, and the same
+// herd delivered 100% of the audio with one publish per stream (the late
+// streams catch up on what their clients sent meanwhile).
+var starting = make(chan struct{}, max(1, runtime.NumCPU()/2))
+
+// loadedAfter gives the start slot back even if ffmpeg stays silent
+// (nothing on stderr, no progress): a start is never held up longer. A
+// variable for tests.
+var loadedAfter = time.Second
+
 // Start launches ffmpeg for cfg. It returns an error only if the process
 // could not be started at all (binary missing, no file descriptors).
+//
+// Start waits while as many ffmpegs as there are cores are loading (see
+// starting); an ffmpeg has loaded once it writes to stderr or reports
+// progress, exits, or after loadedAfter.
 func Start(cfg Config, log *logrus.Entry) (*Proc, error) {
+	starting <- struct{}{}
+	p, err := start(cfg, log)
+	if err != nil {
+		<-starting
+		return nil, err
+	}
+	t := time.AfterFunc(loadedAfter, p.hasLoaded)
+	go func() {
+		<-p.done
+		t.Stop()
+		p.hasLoaded()
+	}()
+	return p, nil
+}
+
+// hasLoaded gives back p's start slot, once.
+func (p *Proc) hasLoaded() { p.loaded.Do(func() { <-starting }) }
+
+func start(cfg Config, log *logrus.Entry) (*Proc, error) {
 	stdinR, stdinW, err := os.Pipe()
 	if err != nil {
 		return nil, fmt.Errorf("stdin pipe: %w", err)
@@ -238,6 +282,7 @@ func (p *Proc) readStderr(r io.ReadCloser) {
 		}
 		p.tail = append(p.tail, line)
 		p.mu.Unlock()
+		p.hasLoaded()
 		if strings.Contains(line, "[error]") || strings.Contains(line, "[fatal]") {
 			p.log.WithField("ffmpeg", line).Warn("ffmpeg error")
 		} else {
@@ -276,6 +321,7 @@ func (p *Proc) readProgress(r io.ReadCloser) {
 			p.mu.Unlock()
 			if cur.Reports == 1 {
 				close(p.ready)
+				p.hasLoaded()
 			}
 		}
 	}

@@ -231,3 +231,46 @@ func TestRealFFmpegWritesAAC(t *testing.T) {
 		t.Errorf("ffprobe: %s", probe)
 	}
 }
+
+// A start waits while every start slot is held by an ffmpeg still loading,
+// and goes on once one of them has loaded (its first words on stderr).
+func TestStartWaitsForLoadingFFmpegs(t *testing.T) {
+	defer func(d time.Duration) { loadedAfter = d }(loadedAfter)
+	loadedAfter = time.Minute // only the fakes' words give slots back
+	slow, _ := fake(t, fakeffmpeg.SlowStart)
+	var procs []*Proc
+	defer func() {
+		for _, p := range procs {
+			p.Kill()
+			waitDone(t, p)
+		}
+	}()
+	for range cap(starting) {
+		p, err := Start(slow, quietLog())
+		if err != nil {
+			t.Fatal(err)
+		}
+		procs = append(procs, p)
+	}
+	normal, _ := fake(t, fakeffmpeg.Normal)
+	got := make(chan *Proc, 1)
+	go func() {
+		p, err := Start(normal, quietLog())
+		if err != nil {
+			t.Error(err)
+		}
+		got <- p
+	}()
+	select {
+	case p := <-got:
+		procs = append(procs, p)
+		t.Fatal("an ffmpeg started while every start slot was held by a loading one")
+	case <-time.After(300 * time.Millisecond): // the fakes load for 1.5 s
+	}
+	select {
+	case p := <-got:
+		procs = append(procs, p)
+	case <-time.After(10 * time.Second):
+		t.Fatal("a start still waits after the loading ffmpegs spoke")
+	}
+}

@@ -31,9 +31,9 @@ const (
 	IgnoreInt = "ignore-int" // ignore SIGINT and stdin EOF: only SIGKILL ends it
 	NoRead    = "no-read"    // never read stdin (a stalled encoder)
 	Stall     = "stall"      // read stdin, but report progress only once (a hung RTMP server)
-	// SlowStart takes 1.5 s to open its output (a start on a busy
-	// machine), reports it with out_time 0 as ffmpeg does, and produces
-	// output only 1 s later; then it behaves as Normal.
+	// SlowStart takes 1.5 s to load, silent (a start on a busy machine),
+	// then reports its output open with out_time 0 as ffmpeg does, and
+	// produces output only 1 s later; then it behaves as Normal.
 	SlowStart = "slow-start"
 )
 
@@ -64,6 +64,12 @@ func run(args []string, dir, mode string) int {
 		target = path.Base(args[len(args)-1])
 	}
 	progress := os.NewFile(3, "progress")
+	if mode == SlowStart {
+		time.Sleep(1500 * time.Millisecond)
+	}
+	// ffmpeg's first words, once it has loaded (ffpipe.Start waits for
+	// them before it starts another).
+	fmt.Fprintln(os.Stderr, "[info] ffmpeg stats and -progress period set to 0.5.")
 	switch mode {
 	case Fail:
 		fmt.Fprintf(os.Stderr, "[tcp @ 0x5555] [error] Connection to tcp://127.0.0.1:1 failed: Connection refused\n")
@@ -75,7 +81,6 @@ func run(args []string, dir, mode string) int {
 		time.Sleep(time.Hour)
 		return 0
 	case SlowStart:
-		time.Sleep(1500 * time.Millisecond)
 		fmt.Fprintf(progress, "total_size=0\nout_time_us=0\nprogress=continue\n")
 		time.Sleep(time.Second)
 	}
