@@ -19,6 +19,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 )
@@ -32,15 +33,21 @@ func main() {
 	codec := flag.String("codec", "aac", "run: aac, or copy (MP3 passed through)")
 	streams := flag.Int("streams", 20, "run: concurrent real-time streams")
 	seconds := flag.Int("seconds", 20, "length of each stream (longer when the ramp needs it)")
-	rampPer := flag.Duration("ramp-per-stream", 50*time.Millisecond, "stream starts are spread this far apart: ffmpeg's start costs ~55 ms of CPU, and 20 ms apart the starts alone filled the cores")
-	curve := flag.String("curve", "25,50,100,200", "report: stream counts of the cost curve")
-	capAAC := flag.String("capacity-aac", "150,400", "report: AAC capacity search, first guess and upper bound")
-	capCopy := flag.String("capacity-copy", "500,1600", "report: passthrough capacity search, first guess and upper bound")
+	rampPer := flag.Duration("ramp-per-stream", 150*time.Millisecond, "stream starts are spread this far apart: an ffmpeg start costs 100-200 ms of CPU, and closer starts measure the ramp rather than the streams")
+	curve := flag.String("curve", "25,50,100,150", "report: stream counts of the cost curve")
+	capAAC := flag.String("capacity-aac", "120,250", "report: AAC capacity search, first guess and upper bound")
+	capCopy := flag.String("capacity-copy", "300,1000", "report: passthrough capacity search, first guess and upper bound")
 	out := flag.String("out", "bench/REPORT.md", "report: write it here (and to stdout)")
 	png := flag.String("png", "bench/curve.png", "report: the cost curve plot")
 	flag.Parse()
 
-	audioLen := max(*seconds, 120) // the longest scenario: a 1,600-stream ramp and its window
+	// Audio for the longest scenario: the largest stream count's ramp and
+	// its steady window.
+	most := *streams
+	for _, l := range []string{*curve, *capAAC, *capCopy} {
+		most = max(most, slices.Max(parseInts(l)))
+	}
+	audioLen := max(*seconds, int((time.Duration(most)**rampPer+20*time.Second)/time.Second))
 	audio, err := makeAudio(audioLen)
 	if err != nil {
 		fail(err)
