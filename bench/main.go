@@ -33,7 +33,7 @@ func main() {
 	codec := flag.String("codec", "aac", "run: aac, or copy (MP3 passed through)")
 	streams := flag.Int("streams", 20, "run: concurrent real-time streams")
 	seconds := flag.Int("seconds", 20, "length of each stream (longer when the ramp needs it)")
-	rampPer := flag.Duration("ramp-per-stream", 150*time.Millisecond, "stream starts are spread this far apart: an ffmpeg start costs 100-200 ms of CPU, and closer starts measure the ramp rather than the streams")
+	rampPer := flag.Duration("ramp-per-stream", 250*time.Millisecond, "stream starts are spread this far apart: an ffmpeg start costs 100-200 ms of CPU (up to ~0.9 s with 100 streams running here), and closer starts measure the ramp rather than the streams")
 	curve := flag.String("curve", "25,50,100,150", "report: stream counts of the cost curve")
 	capAAC := flag.String("capacity-aac", "120,250", "report: AAC capacity search, first guess and upper bound")
 	capCopy := flag.String("capacity-copy", "300,1000", "report: passthrough capacity search, first guess and upper bound")

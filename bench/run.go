@@ -132,8 +132,9 @@ func (e env) run(sc scenario) (*outcome, error) {
 	// Players connect first and wait for their streams.
 	begin := time.Now().Add(300 * time.Millisecond)
 	// The steady window: every stream started (and its first seconds,
-	// ffmpeg's start, behind it) until the first streams near their end.
-	ts0 := begin.Add(sc.ramp + 3*time.Second)
+	// ffmpeg's start and any backlog it caught up on, behind it) until the
+	// first streams near their end.
+	ts0 := begin.Add(sc.ramp + 5*time.Second)
 	ts1 := begin.Add(sent - time.Second)
 	if !ts1.After(ts0.Add(2 * time.Second)) {
 		return nil, fmt.Errorf("%s: %d s streams leave no steady window after a %s ramp", sc, sc.seconds, sc.ramp)

@@ -125,19 +125,20 @@ type Proc struct {
 	stopping bool  // SIGINT was sent by us
 }
 
-// starting admits ffmpegs to their start, one per two cores. Debian's
-// ffmpeg links 215 shared libraries and binds every symbol at load
-// (BIND_NOW): a start costs 100-200 ms of CPU before ffmpeg runs a line of
-// its own, more when many load together. A herd of starts (clients
-// reconnecting after a network blip, every stream republishing after the
-// RTMP server's restart) starved the running streams and one another:
-// measured on 2 cores, 100 WebSocket streams starting at once, the slowest
-// ffmpegs took 10 s to read their input, the write timeout killed them,
-// they started again, and 3% of the audio arrived. In line, each loads at
-// full speed, half the cores stay with the running streams, and the same
-// herd delivered 100% of the audio with one publish per stream (the late
-// streams catch up on what their clients sent meanwhile).
-var starting = make(chan struct{}, max(1, runtime.NumCPU()/2))
+// starting admits ffmpegs to their start, one per core. Debian's ffmpeg
+// links 215 shared libraries and binds every symbol at load (BIND_NOW): a
+// start costs 100-200 ms of CPU before ffmpeg runs a line of its own, more
+// when many load together. A herd of starts (clients reconnecting after a
+// network blip, every stream republishing after the RTMP server's restart)
+// starved the running streams and one another: measured on 2 cores, 100
+// WebSocket streams starting at once, the slowest ffmpegs took 10 s to
+// read their input, the write timeout killed them, they started again, and
+// 3% of the audio arrived. In line, the same herd delivered 100% of the
+// audio with one publish per stream (the late streams catch up on what
+// their clients sent meanwhile). One slot per two cores delivered it too,
+// but with streams starting 6 per second the line grew: starts then took
+// ~1 s to reach a subscriber instead of ~0.25 s.
+var starting = make(chan struct{}, runtime.NumCPU())
 
 // loadedAfter gives the start slot back even if ffmpeg stays silent
 // (nothing on stderr, no progress): a start is never held up longer. A
@@ -151,11 +152,15 @@ var loadedAfter = time.Second
 // starting); an ffmpeg has loaded once it writes to stderr or reports
 // progress, exits, or after loadedAfter.
 func Start(cfg Config, log *logrus.Entry) (*Proc, error) {
+	queued := time.Now()
 	starting <- struct{}{}
 	p, err := start(cfg, log)
 	if err != nil {
 		<-starting
 		return nil, err
+	}
+	if waited := time.Since(queued); waited >= time.Second {
+		p.log.WithField("waited", waited.Round(time.Millisecond)).Info("ffmpeg started late: many streams are starting at once")
 	}
 	t := time.AfterFunc(loadedAfter, p.hasLoaded)
 	go func() {
