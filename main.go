@@ -51,6 +51,7 @@ type Config struct {
 	Key             string
 	UploadDirectory string
 	AudioBitrate    string
+	FFmpegNice      int
 	AudioCodec      string
 	IdleTimeout     time.Duration
 	MaxSessions     int
@@ -88,6 +89,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.StringVar(&c.UploadDirectory, "upload-directory", "", "deprecated and ignored: no temporary files are written")
 	fs.StringVar(&c.AudioBitrate, "audio-bitrate", "64k", "AAC bitrate")
 	fs.StringVar(&c.AudioCodec, "audio-codec", "aac", `output codec: "aac", or "copy" to pass MP3 through`)
+	fs.IntVar(&c.FFmpegNice, "ffmpeg-nice", 10, "nice value of ffmpeg processes, run under SCHED_BATCH so that they never delay acknowledgements; 0 leaves them as they are")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", session.DefaultIdleTimeout, "end a stream after this long without data")
 	fs.IntVar(&c.MaxSessions, "max-sessions", 200, "most live streams at once; 0 means no limit")
 	fs.Int64Var(&c.MaxBody, "max-body", transport.DefaultMaxBody, "largest /base64 request body in bytes")
@@ -130,6 +132,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 		return c, err
 	}
 	switch {
+	case c.FFmpegNice < 0 || c.FFmpegNice > 19:
+		return c, fmt.Errorf("-ffmpeg-nice must be 0 to 19, not %d", c.FFmpegNice)
 	case c.AudioCodec != "aac" && c.AudioCodec != "copy":
 		return c, fmt.Errorf("-audio-codec must be aac or copy, not %q", c.AudioCodec)
 	case c.LogFormat != "text" && c.LogFormat != "json":
@@ -220,6 +224,7 @@ func serve(ctx context.Context, cfg Config, ln net.Listener, log *logrus.Entry) 
 			Binary:       ffmpegPath,
 			AudioCodec:   cfg.AudioCodec,
 			AudioBitrate: cfg.AudioBitrate,
+			Nice:         cfg.FFmpegNice,
 		},
 		RTMPBase:     cfg.RTMP,
 		IdleTimeout:  cfg.IdleTimeout,

@@ -42,6 +42,9 @@ type Config struct {
 	// ExtraEnv is appended to the child's environment (tests use it to
 	// steer a fake ffmpeg).
 	ExtraEnv []string
+	// Nice, when above 0, runs ffmpeg at this nice value under
+	// SCHED_BATCH (see Start); 0 leaves its scheduling as inherited.
+	Nice int
 }
 
 func (c Config) binary() string { return orDefault(c.Binary, "ffmpeg") }

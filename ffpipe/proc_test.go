@@ -18,6 +18,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 	"go.uber.org/goleak"
+	"golang.org/x/sys/unix"
 )
 
 func TestMain(m *testing.M) {
@@ -272,5 +273,23 @@ func TestStartWaitsForLoadingFFmpegs(t *testing.T) {
 		procs = append(procs, p)
 	case <-time.After(10 * time.Second):
 		t.Fatal("a start still waits after the loading ffmpegs spoke")
+	}
+}
+
+func TestNiceRunsFFmpegAsABatchTask(t *testing.T) {
+	cfg, _ := fake(t, fakeffmpeg.Normal)
+	cfg.Nice = 7
+	p, err := Start(cfg, quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	attr, err := unix.SchedGetAttr(p.Pid(), 0)
+	p.Kill()
+	waitDone(t, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if attr.Policy != unix.SCHED_BATCH || attr.Nice != 7 {
+		t.Errorf("ffmpeg runs with policy %d nice %d, want SCHED_BATCH (%d) nice 7", attr.Policy, attr.Nice, unix.SCHED_BATCH)
 	}
 }
