@@ -26,7 +26,7 @@ import (
 
 func main() {
 	mode := flag.String("mode", "report", "report (every section below) or run (one scenario)")
-	sections := flag.String("sections", "latency,curve,capacity", "report sections")
+	sections := flag.String("sections", "latency,curve,capacity", "report sections: latency, curve, capacity (WebSocket clients), capacity-bare (bare ffmpeg)")
 	bin := flag.String("publisher", "./ffmpeg-publisher", "the publisher binary (make build)")
 	client := flag.String("client", "ws", "run: post, ws, raw, or bare (ffmpeg fed directly, the floor)")
 	chunkDur := flag.Duration("chunk", 100*time.Millisecond, "run: audio per POST or message")
@@ -75,9 +75,13 @@ func main() {
 			e.latencySection(&b)
 		case "curve":
 			e.curveSection(&b, parseInts(*curve), *png)
-		case "capacity":
-			e.capacitySection(&b, "aac", parseInts(*capAAC))
-			e.capacitySection(&b, "copy", parseInts(*capCopy))
+		case "capacity", "capacity-bare":
+			client := "ws"
+			if sec == "capacity-bare" {
+				client = "bare"
+			}
+			e.capacitySection(&b, client, "aac", parseInts(*capAAC))
+			e.capacitySection(&b, client, "copy", parseInts(*capCopy))
 		default:
 			fail(fmt.Errorf("unknown section %q", sec))
 		}

@@ -87,12 +87,12 @@ func (o *outcome) holds() bool {
 // capacitySection searches the most streams the machine holds: up from a
 // first guess by half again until a run fails (or the bound), then halves
 // the interval while it is wider than 5%.
-func (e env) capacitySection(b *strings.Builder, codec string, guessAndBound []int) {
+func (e env) capacitySection(b *strings.Builder, client, codec string, guessAndBound []int) {
 	guess, bound := guessAndBound[0], guessAndBound[len(guessAndBound)-1]
 	lo, hi := 0, 0
 	var runs []*outcome
 	for n := guess; n > lo && len(runs) < 7; {
-		o := e.mustRun(e.scenario("ws", 100*time.Millisecond, codec, n))
+		o := e.mustRun(e.scenario(client, 100*time.Millisecond, codec, n))
 		runs = append(runs, o)
 		if o.holds() {
 			lo = n
@@ -110,7 +110,11 @@ func (e env) capacitySection(b *strings.Builder, codec string, guessAndBound []i
 			n = (lo + hi) / 2
 		}
 	}
-	fmt.Fprintf(b, "## Capacity, %s: WebSocket clients sending 100 ms messages\n\n", codec)
+	who := "WebSocket clients sending 100 ms messages"
+	if client == "bare" {
+		who = "bare ffmpeg processes fed 100 ms at a time (the floor)"
+	}
+	fmt.Fprintf(b, "## Capacity, %s: %s\n\n", codec, who)
 	fmt.Fprintf(b, "Held: every stream published once, ≥ 99%% of its audio recorded by the RTMP server, steady lag p99 under 1 s. **Most streams held: %d**", lo)
 	if hi == 0 {
 		fmt.Fprintf(b, " (the search's upper bound; not a failure)")
