@@ -89,7 +89,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.StringVar(&c.UploadDirectory, "upload-directory", "", "deprecated and ignored: no temporary files are written")
 	fs.StringVar(&c.AudioBitrate, "audio-bitrate", "64k", "AAC bitrate")
 	fs.StringVar(&c.AudioCodec, "audio-codec", "aac", `output codec: "aac", or "copy" to pass MP3 through`)
-	fs.IntVar(&c.FFmpegNice, "ffmpeg-nice", 10, "nice value of ffmpeg processes, run under SCHED_BATCH so that they never delay acknowledgements; 0 leaves them as they are")
+	fs.IntVar(&c.FFmpegNice, "ffmpeg-nice", 0, "run ffmpeg processes at this nice value under SCHED_BATCH: quicker acknowledgements on a lightly loaded machine, fewer streams at full load; 0 leaves them as they are")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", session.DefaultIdleTimeout, "end a stream after this long without data")
 	fs.IntVar(&c.MaxSessions, "max-sessions", 200, "most live streams at once; 0 means no limit")
 	fs.Int64Var(&c.MaxBody, "max-body", transport.DefaultMaxBody, "largest /base64 request body in bytes")

@@ -116,7 +116,8 @@ type Proc struct {
 
 	ready  chan struct{} // closed at the first progress report
 	done   chan struct{} // closed after Wait returned
-	loaded sync.Once     // gives back the start slot
+	loaded sync.Once     // gives back the start slot, then lowers the priority
+	nice   int           // Config.Nice
 
 	mu       sync.Mutex // guards the fields below
 	tail     []string
@@ -148,15 +149,15 @@ var loadedAfter = time.Second
 // Start launches ffmpeg for cfg. It returns an error only if the process
 // could not be started at all (binary missing, no file descriptors).
 //
-// With cfg.Nice, ffmpeg runs niced under SCHED_BATCH: a batch task does
-// not preempt the task that woke it. Writing a chunk into ffmpeg's stdin
-// wakes ffmpeg, and on a busy machine ffmpeg then took the CPU from the
-// writer for its whole decode and encode before the chunk could be
-// acknowledged. Measured, 20 streams of 100 ms POSTs on 2 cores: stdin
-// writes over 0.8 ms 2.3% → 0.6%, ack p99 (after a stream's first) 10.3 →
-// 5.3 ms at the client. The publisher and the RTMP server, which serve
-// every stream, also keep the CPU ahead of any one stream's encoder when
-// the machine is overloaded.
+// With cfg.Nice, ffmpeg runs niced under SCHED_BATCH once it has loaded
+// (see hasLoaded): a batch task does not preempt the task that woke it.
+// Writing a chunk into ffmpeg's stdin wakes ffmpeg, and on a busy machine
+// ffmpeg then took the CPU from the writer for its decode and encode
+// before the chunk could be acknowledged. Measured on 2 cores with nice
+// 10: 20 streams of 100 ms POSTs, stdin writes over 0.8 ms 2.3% → 0.6%,
+// ack p99 (after a stream's first) 10.3 → 5.3 ms at the client; but 100
+// WebSocket streams, steady lag p99 0.16 s → 11-17 s and ffmpeg CPU
+// 107% → 131%: the encoders, delayed, fell behind. Hence off by default.
 //
 // Start waits while as many ffmpegs as there are cores are loading (see
 // starting); an ffmpeg has loaded once it writes to stderr or reports
@@ -181,8 +182,36 @@ func Start(cfg Config, log *logrus.Entry) (*Proc, error) {
 	return p, nil
 }
 
-// hasLoaded gives back p's start slot, once.
-func (p *Proc) hasLoaded() { p.loaded.Do(func() { <-starting }) }
+// hasLoaded gives back p's start slot and lowers its priority, once. A
+// start runs at the server's priority, ahead of the encoders already
+// running: niced, with 90 streams running, loads grew long enough that
+// late streams started seconds behind their clients.
+func (p *Proc) hasLoaded() {
+	p.loaded.Do(func() {
+		<-starting
+		if p.nice > 0 {
+			p.deprioritize()
+		}
+	})
+}
+
+// deprioritize runs every thread of ffmpeg niced under SCHED_BATCH; threads
+// it makes later inherit this.
+func (p *Proc) deprioritize() {
+	pid := p.cmd.Process.Pid
+	tids, _ := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task")
+	for _, t := range tids {
+		tid, err := strconv.Atoi(t.Name())
+		if err != nil {
+			continue
+		}
+		err = unix.SchedSetAttr(tid, &unix.SchedAttr{Policy: unix.SCHED_BATCH, Nice: int32(p.nice)}, 0)
+		if err != nil && !errors.Is(err, unix.ESRCH) {
+			p.log.WithError(err).Warn("cannot lower ffmpeg's scheduling priority")
+			return
+		}
+	}
+}
 
 func start(cfg Config, log *logrus.Entry) (*Proc, error) {
 	stdinR, stdinW, err := os.Pipe()
@@ -214,13 +243,6 @@ func start(cfg Config, log *logrus.Entry) (*Proc, error) {
 		closeAll(stdinR, stdinW, progR, progW, errR, errW)
 		return nil, fmt.Errorf("start %s: %w", cfg.binary(), err)
 	}
-	if cfg.Nice > 0 {
-		// Before ffmpeg makes its threads (it is still loading): they
-		// inherit this.
-		if err := unix.SchedSetAttr(cmd.Process.Pid, &unix.SchedAttr{Policy: unix.SCHED_BATCH, Nice: int32(cfg.Nice)}, 0); err != nil {
-			log.WithError(err).WithField("pid", cmd.Process.Pid).Warn("cannot lower ffmpeg's scheduling priority")
-		}
-	}
 	// The child has its copies; ours of the child's ends must go, or the
 	// readers below would never see EOF.
 	closeAll(stdinR, progW, errW)
@@ -231,6 +253,7 @@ func start(cfg Config, log *logrus.Entry) (*Proc, error) {
 		log:   log.WithField("pid", cmd.Process.Pid),
 		ready: make(chan struct{}),
 		done:  make(chan struct{}),
+		nice:  cfg.Nice,
 	}
 	p.log.WithField("cmd", CommandLine(cfg)).Debug("ffmpeg started")
 
