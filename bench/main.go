@@ -26,7 +26,7 @@ import (
 
 func main() {
 	mode := flag.String("mode", "report", "report (every section below) or run (one scenario)")
-	sections := flag.String("sections", "latency,curve,capacity", "report sections: latency, curve, capacity (WebSocket clients), capacity-bare (bare ffmpeg)")
+	sections := flag.String("sections", "latency,curve,capacity,capacity-bare", "report sections: latency, curve, capacity (WebSocket clients), capacity-bare (bare ffmpeg)")
 	bin := flag.String("publisher", "./ffmpeg-publisher", "the publisher binary (make build)")
 	client := flag.String("client", "ws", "run: post, ws, raw, or bare (ffmpeg fed directly, the floor)")
 	chunkDur := flag.Duration("chunk", 100*time.Millisecond, "run: audio per POST or message")
@@ -35,8 +35,8 @@ func main() {
 	seconds := flag.Int("seconds", 20, "length of each stream (longer when the ramp needs it)")
 	rampPer := flag.Duration("ramp-per-stream", 250*time.Millisecond, "stream starts are spread this far apart: an ffmpeg start costs 100-200 ms of CPU (up to ~0.9 s with 100 streams running here), and closer starts measure the ramp rather than the streams")
 	curve := flag.String("curve", "25,50,100,150", "report: stream counts of the cost curve")
-	capAAC := flag.String("capacity-aac", "120,250", "report: AAC capacity search, first guess and upper bound")
-	capCopy := flag.String("capacity-copy", "300,1000", "report: passthrough capacity search, first guess and upper bound")
+	capAAC := flag.String("capacity-aac", "90,250", "report: AAC capacity search, first guess and upper bound")
+	capCopy := flag.String("capacity-copy", "250,1000", "report: passthrough capacity search, first guess and upper bound")
 	out := flag.String("out", "bench/REPORT.md", "report: write it here (and to stdout)")
 	png := flag.String("png", "bench/curve.png", "report: the cost curve plot")
 	flag.Parse()
