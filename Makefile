@@ -47,8 +47,8 @@ test: deps
 load: deps
 	LOAD_STREAMS=$${LOAD_STREAMS:-100} LOAD_SECONDS=$${LOAD_SECONDS:-30} $(GO) test -count=1 -run '^TestLoad$$' -v . | grep -E 'resilience_test|^(---|ok|FAIL)'
 
-# The end-to-end benchmark against nginx-rtmp and bare ffmpeg (about half
-# an hour on 2 cores; keep the machine otherwise idle): writes
+# The end-to-end benchmark against nginx-rtmp and bare ffmpeg (about 40
+# minutes on 2 cores; keep the machine otherwise idle): writes
 # bench/REPORT.md and bench/curve.png. BENCH='-sections latency' and the
 # other flags of `go run ./bench -h` pick parts.
 BENCH ?=
