@@ -52,6 +52,7 @@ type Config struct {
 	UploadDirectory string
 	AudioBitrate    string
 	FFmpegNice      int
+	MaxStarting     int
 	AudioCodec      string
 	IdleTimeout     time.Duration
 	MaxSessions     int
@@ -89,6 +90,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.StringVar(&c.UploadDirectory, "upload-directory", "", "deprecated and ignored: no temporary files are written")
 	fs.StringVar(&c.AudioBitrate, "audio-bitrate", "64k", "AAC bitrate")
 	fs.StringVar(&c.AudioCodec, "audio-codec", "aac", `output codec: "aac", or "copy" to pass MP3 through`)
+	fs.IntVar(&c.MaxStarting, "max-starting", 0, "most ffmpeg processes loading at once (others wait their turn): a herd of streams starting together no longer starves the running ones; 0: no limit")
 	fs.IntVar(&c.FFmpegNice, "ffmpeg-nice", 0, "run ffmpeg processes at this nice value under SCHED_BATCH: quicker acknowledgements on a lightly loaded machine, fewer streams at full load; 0 leaves them as they are")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", session.DefaultIdleTimeout, "end a stream after this long without data")
 	fs.IntVar(&c.MaxSessions, "max-sessions", 200, "most live streams at once; 0 means no limit")
@@ -132,6 +134,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 		return c, err
 	}
 	switch {
+	case c.MaxStarting < 0:
+		return c, fmt.Errorf("-max-starting must be 0 or more, not %d", c.MaxStarting)
 	case c.FFmpegNice < 0 || c.FFmpegNice > 19:
 		return c, fmt.Errorf("-ffmpeg-nice must be 0 to 19, not %d", c.FFmpegNice)
 	case c.AudioCodec != "aac" && c.AudioCodec != "copy":
@@ -218,6 +222,7 @@ func serve(ctx context.Context, cfg Config, ln net.Listener, log *logrus.Entry) 
 	}
 	bufBytes, bufAudio, _ := parseBuffer(cfg.Buffer)
 	mets := metrics.New()
+	ffpipe.SetMaxStarting(cfg.MaxStarting)
 	reg := session.NewRegistry(session.Config{
 		Observer: mets,
 		FFmpeg: ffpipe.Config{

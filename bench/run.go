@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
@@ -109,7 +110,7 @@ func (e env) run(sc scenario) (*outcome, error) {
 			return nil, err
 		}
 		pub = exec.Command(e.publisher, "-listen", addr, "-rtmp", rtmp.URL, "-key", "bench", "-audio-codec", sc.codec,
-			"-rate-requests", "0", "-rate-sessions", "0", "-gap-fill", "0", "-max-sessions", strconv.Itoa(sc.streams+10),
+			"-rate-requests", "0", "-rate-sessions", "0", "-gap-fill", "0", "-max-starting", strconv.Itoa(runtime.NumCPU()), "-max-sessions", strconv.Itoa(sc.streams+10),
 			"-log-level", "warn")
 		pub.Stderr = os.Stderr
 		if err := pub.Start(); err != nil {

@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -139,7 +138,20 @@ type Proc struct {
 // their clients sent meanwhile). One slot per two cores delivered it too,
 // but with streams starting 6 per second the line grew: starts then took
 // ~1 s to reach a subscriber instead of ~0.25 s.
-var starting = make(chan struct{}, runtime.NumCPU())
+// nil (the default) admits every start at once; SetMaxStarting sets it.
+var starting chan struct{}
+
+// SetMaxStarting bounds the ffmpegs loading at once to n (0: no bound).
+// Call it before the first Start. Off by default: with many streams
+// starting under test load (the race detector, 16 parallel tests) the
+// line made restarts seconds late.
+func SetMaxStarting(n int) {
+	if n <= 0 {
+		starting = nil
+		return
+	}
+	starting = make(chan struct{}, n)
+}
 
 // loadedAfter gives the start slot back even if ffmpeg stays silent
 // (nothing on stderr, no progress): a start is never held up longer. A
@@ -163,6 +175,13 @@ var loadedAfter = time.Second
 // starting); an ffmpeg has loaded once it writes to stderr or reports
 // progress, exits, or after loadedAfter.
 func Start(cfg Config, log *logrus.Entry) (*Proc, error) {
+	if starting == nil {
+		p, err := start(cfg, log)
+		if p != nil {
+			p.loaded.Do(p.lower)
+		}
+		return p, err
+	}
 	queued := time.Now()
 	starting <- struct{}{}
 	p, err := start(cfg, log)
@@ -189,10 +208,14 @@ func Start(cfg Config, log *logrus.Entry) (*Proc, error) {
 func (p *Proc) hasLoaded() {
 	p.loaded.Do(func() {
 		<-starting
-		if p.nice > 0 {
-			p.deprioritize()
-		}
+		p.lower()
 	})
+}
+
+func (p *Proc) lower() {
+	if p.nice > 0 {
+		p.deprioritize()
+	}
 }
 
 // deprioritize runs every thread of ffmpeg niced under SCHED_BATCH; threads

@@ -238,6 +238,8 @@ func TestRealFFmpegWritesAAC(t *testing.T) {
 func TestStartWaitsForLoadingFFmpegs(t *testing.T) {
 	defer func(d time.Duration) { loadedAfter = d }(loadedAfter)
 	loadedAfter = time.Minute // only the fakes' words give slots back
+	SetMaxStarting(2)
+	defer SetMaxStarting(0)
 	slow, _ := fake(t, fakeffmpeg.SlowStart)
 	var procs []*Proc
 	defer func() {
