@@ -222,7 +222,9 @@ func serve(ctx context.Context, cfg Config, ln net.Listener, log *logrus.Entry) 
 	}
 	bufBytes, bufAudio, _ := parseBuffer(cfg.Buffer)
 	mets := metrics.New()
-	ffpipe.SetMaxStarting(cfg.MaxStarting)
+	if cfg.MaxStarting > 0 {
+		ffpipe.SetMaxStarting(cfg.MaxStarting)
+	}
 	reg := session.NewRegistry(session.Config{
 		Observer: mets,
 		FFmpeg: ffpipe.Config{

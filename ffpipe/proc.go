@@ -117,6 +117,7 @@ type Proc struct {
 	done   chan struct{} // closed after Wait returned
 	loaded sync.Once     // gives back the start slot, then lowers the priority
 	nice   int           // Config.Nice
+	slots  chan struct{} // the start slots it holds one of
 
 	mu       sync.Mutex // guards the fields below
 	tail     []string
@@ -182,13 +183,15 @@ func Start(cfg Config, log *logrus.Entry) (*Proc, error) {
 		}
 		return p, err
 	}
+	slots := starting
 	queued := time.Now()
-	starting <- struct{}{}
+	slots <- struct{}{}
 	p, err := start(cfg, log)
 	if err != nil {
-		<-starting
+		<-slots
 		return nil, err
 	}
+	p.slots = slots
 	if waited := time.Since(queued); waited >= time.Second {
 		p.log.WithField("waited", waited.Round(time.Millisecond)).Info("ffmpeg started late: many streams are starting at once")
 	}
@@ -207,7 +210,7 @@ func Start(cfg Config, log *logrus.Entry) (*Proc, error) {
 // late streams started seconds behind their clients.
 func (p *Proc) hasLoaded() {
 	p.loaded.Do(func() {
-		<-starting
+		<-p.slots
 		p.lower()
 	})
 }
