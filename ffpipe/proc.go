@@ -177,7 +177,7 @@ var loadedAfter = time.Second
 // progress, exits, or after loadedAfter.
 func Start(cfg Config, log *logrus.Entry) (*Proc, error) {
 	if starting == nil {
-		p, err := start(cfg, log)
+		p, err := start(cfg, log, nil)
 		if p != nil {
 			p.loaded.Do(p.lower)
 		}
@@ -186,12 +186,11 @@ func Start(cfg Config, log *logrus.Entry) (*Proc, error) {
 	slots := starting
 	queued := time.Now()
 	slots <- struct{}{}
-	p, err := start(cfg, log)
+	p, err := start(cfg, log, slots)
 	if err != nil {
 		<-slots
 		return nil, err
 	}
-	p.slots = slots
 	if waited := time.Since(queued); waited >= time.Second {
 		p.log.WithField("waited", waited.Round(time.Millisecond)).Info("ffmpeg started late: many streams are starting at once")
 	}
@@ -239,7 +238,7 @@ func (p *Proc) deprioritize() {
 	}
 }
 
-func start(cfg Config, log *logrus.Entry) (*Proc, error) {
+func start(cfg Config, log *logrus.Entry, slots chan struct{}) (*Proc, error) {
 	stdinR, stdinW, err := os.Pipe()
 	if err != nil {
 		return nil, fmt.Errorf("stdin pipe: %w", err)
@@ -280,6 +279,7 @@ func start(cfg Config, log *logrus.Entry) (*Proc, error) {
 		ready: make(chan struct{}),
 		done:  make(chan struct{}),
 		nice:  cfg.Nice,
+		slots: slots,
 	}
 	p.log.WithField("cmd", CommandLine(cfg)).Debug("ffmpeg started")
 
