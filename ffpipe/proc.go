@@ -177,11 +177,7 @@ var loadedAfter = time.Second
 // progress, exits, or after loadedAfter.
 func Start(cfg Config, log *logrus.Entry) (*Proc, error) {
 	if starting == nil {
-		p, err := start(cfg, log, nil)
-		if p != nil {
-			p.loaded.Do(p.lower)
-		}
-		return p, err
+		return start(cfg, log, nil) // hasLoaded still lowers it once loaded
 	}
 	slots := starting
 	queued := time.Now()
@@ -209,7 +205,9 @@ func Start(cfg Config, log *logrus.Entry) (*Proc, error) {
 // late streams started seconds behind their clients.
 func (p *Proc) hasLoaded() {
 	p.loaded.Do(func() {
-		<-p.slots
+		if p.slots != nil {
+			<-p.slots
+		}
 		p.lower()
 	})
 }
