@@ -149,47 +149,74 @@ func TestClusterRoutesByLiveID(t *testing.T) {
 	c := startCluster(t, 3)
 	audio := rtmptest.MP3(t, 6.048, 16000, 1, "32k", true)
 	const ids = 30
+	// Which instances hold each ID, from the instances' own lists, polled
+	// while the streams run (on a loaded machine their starts spread out).
+	on := map[string]map[int]bool{}
+	perInstance := make([]map[string]bool, 3)
+	for i := range perInstance {
+		perInstance[i] = map[string]bool{}
+	}
+	stop, polled := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(polled)
+		for {
+			for inst, list := range c.holders() {
+				for _, id := range list {
+					if on[id] == nil {
+						on[id] = map[int]bool{}
+					}
+					on[id][inst] = true
+					perInstance[inst][id] = true
+				}
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(250 * time.Millisecond):
+			}
+		}
+	}()
 	var wg sync.WaitGroup
-	var where [][]string
-	var once sync.Once
 	for i := 0; i < ids; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			id := fmt.Sprintf("c%02d", i)
 			if i%2 == 0 {
-				c.stream(id, audio, func(k int) {
-					if k == 6 && i == 0 {
-						once.Do(func() { where = c.holders() })
-					}
-				})
+				c.stream(id, audio, nil)
 				return
 			}
 			wsStream(t, &publisher{URL: c.URL, client: c.client}, id, audio, nil)
 		}()
 	}
 	wg.Wait()
-	seen := map[string]int{}
-	for inst, list := range where {
-		if len(list) == 0 {
+	close(stop)
+	<-polled
+	for inst, held := range perInstance {
+		if len(held) == 0 {
 			t.Errorf("instance %d got none of the %d IDs", inst, ids)
 		}
-		for _, id := range list {
-			seen[id]++
+		t.Logf("instance %d: %d streams", inst, len(held))
+	}
+	// Every ID was published once, from the one instance that held it.
+	var counts map[string]int
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		counts = c.rtmp.PublishCounts()
+		if len(counts) >= ids {
+			break
 		}
-		t.Logf("instance %d: %d streams", inst, len(list))
 	}
 	for i := 0; i < ids; i++ {
 		id := fmt.Sprintf("c%02d", i)
-		if seen[id] > 1 {
-			t.Errorf("%s was on %d instances at once", id, seen[id])
+		switch {
+		case len(on[id]) == 0:
+			t.Errorf("%s was never seen on an instance", id)
+		case len(on[id]) > 1:
+			t.Errorf("%s was on %d instances", id, len(on[id]))
 		}
-		if n := c.rtmp.PublishCount(id); n != 1 {
-			t.Errorf("%s: %d publish sessions, want 1", id, n)
+		if counts[id] != 1 {
+			t.Errorf("%s: %d publish sessions, want 1", id, counts[id])
 		}
-	}
-	if len(seen) < ids-2 { // streams that had not started when the list was taken
-		t.Errorf("only %d of %d IDs were found on an instance", len(seen), ids)
 	}
 }
 

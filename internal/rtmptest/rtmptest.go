@@ -216,31 +216,43 @@ type Recorded struct {
 }
 
 // WaitRecorded waits until name was published at least publishes times and
-// its recordings stopped growing, then measures them with ffprobe.
+// its recordings stopped growing, then measures them with ffprobe. The
+// waiting looks at file sizes only: on a loaded machine two ffprobe runs
+// per file and poll would take longer than the stream itself.
 func (s *Server) WaitRecorded(t testing.TB, name string, publishes int) Recorded {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	var last Recorded
+	deadline := time.Now().Add(20 * time.Second)
+	var last string
 	stable := 0
 	for {
-		r := s.measure(t, name)
-		if r == last && s.PublishCount(name) >= publishes {
+		sizes := s.sizes(name)
+		if sizes == last && sizes != "" && s.PublishCount(name) >= publishes {
 			stable++
 		} else {
 			stable = 0
 		}
-		last = r
-		if stable >= 3 && r.Files > 0 {
-			return r
+		last = sizes
+		if stable >= 4 {
+			return s.Measure(name)
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("recordings of %s did not settle: %+v", name, r)
+			t.Fatalf("recordings of %s did not settle: %+v (sizes %s), %d of %d publishes",
+				name, s.Measure(name), sizes, s.PublishCount(name), publishes)
 		}
-		time.Sleep(200 * time.Millisecond)
+		time.Sleep(250 * time.Millisecond)
 	}
 }
 
-func (s *Server) measure(t testing.TB, name string) Recorded { return s.Measure(name) }
+// sizes lists the recordings of name with their sizes.
+func (s *Server) sizes(name string) string {
+	var b strings.Builder
+	for _, f := range s.Recordings(name) {
+		if fi, err := os.Stat(f); err == nil {
+			fmt.Fprintf(&b, "%s:%d ", filepath.Base(f), fi.Size())
+		}
+	}
+	return b.String()
+}
 
 // Measure describes what was recorded for name so far.
 func (s *Server) Measure(name string) Recorded {
