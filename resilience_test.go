@@ -109,8 +109,10 @@ func TestRTMPServerRestartMidStream(t *testing.T) {
 	}
 	took := republishedAt.Sub(backAt)
 	t.Logf("republished %s after nginx was back", took.Round(time.Millisecond))
-	if took > 2500*time.Millisecond { // the backoff caps retries at 2 s
-		t.Errorf("republished %s after nginx was back, want within 2 s", took)
+	// The backoff caps retries at 2 s; then an ffmpeg start, which on a
+	// loaded machine takes seconds (the log line has the number).
+	if took > 6*time.Second {
+		t.Errorf("republished %s after nginx was back, want within 2 s and an ffmpeg start", took)
 	}
 	rec := rtmp.WaitRecorded(t, "restart", 2)
 	sent := session.MP3Duration(audio).Seconds()

@@ -114,9 +114,11 @@ func TestCountersAfterAKnownWorkload(t *testing.T) {
 		}
 		return fams
 	}
-	// Sessions report their end once ffmpeg is reaped.
+	// Sessions report their end once ffmpeg is reaped; the exit is counted
+	// by the ffmpeg's watcher, which may come a moment later.
 	fams := scrape()
-	for deadline := time.Now().Add(5 * time.Second); value(t, fams, "publisher_sessions_ended_total", map[string]string{"cause": "client"}) < 2; fams = scrape() {
+	for deadline := time.Now().Add(5 * time.Second); value(t, fams, "publisher_sessions_ended_total", map[string]string{"cause": "client"}) < 2 ||
+		value(t, fams, "publisher_ffmpeg_exits_total", map[string]string{"cause": "clean"}) < 2; fams = scrape() {
 		if time.Now().After(deadline) {
 			t.Fatal("sessions did not end")
 		}
