@@ -207,6 +207,7 @@ type Info struct {
 	Buffered  int           `json:"buffered_bytes"`      // held while ffmpeg restarts
 	Dropped   int64         `json:"dropped_bytes"`       // accepted but never delivered (lost in a dead ffmpeg)
 	Silence   float64       `json:"silence_seconds"`     // gap fill fed
+	Output    float64       `json:"output_seconds"`      // sent on by the running ffmpeg (its progress, at most 0.5 s old)
 	Publisher string        `json:"publisher,omitempty"` // transport of the connection holding the ID
 	Transport string        `json:"transport,omitempty"` // of the latest write
 	Remote    string        `json:"remote,omitempty"`    // of the latest write
@@ -280,6 +281,7 @@ type Session struct {
 	source    Source         // the latest writer
 	err       *UpstreamError // the latest ffmpeg failure
 	published bool           // an ffmpeg of this session has opened its output
+	liveAt    time.Time      // when the running ffmpeg opened its output
 	restarts  int
 	failures  int          // consecutive failures, for the backoff
 	running   *ffpipe.Proc // proc, readable without wsem (kill, stall checks)
@@ -332,6 +334,9 @@ func (s *Session) infoLocked() Info {
 		Transport: s.source.Transport, Remote: s.source.Remote,
 		Upstream: s.upstream,
 		Restarts: s.restarts, Dropped: s.dropped, Silence: s.silence.Seconds(), Buffered: s.buffered,
+	}
+	if s.running != nil && s.state == StateLive {
+		info.Output = s.running.Progress().OutTime.Seconds()
 	}
 	if s.err != nil {
 		info.LastError = s.err.Error()
@@ -797,6 +802,7 @@ func (s *Session) startProc() error {
 	s.state = StateLive
 	s.pid = proc.Pid()
 	s.running = proc
+	s.liveAt = time.Time{}
 	s.ffstate = "starting"
 	s.mu.Unlock()
 	if first {
@@ -856,6 +862,7 @@ func (s *Session) watch(proc *ffpipe.Proc) {
 		s.published = true
 		if s.running == proc {
 			s.ffstate = "publishing"
+			s.liveAt = time.Now()
 		}
 		s.mu.Unlock()
 		select { // the audio held for this ffmpeg is published: let it go
@@ -1218,8 +1225,25 @@ func (s *Session) fillGap(now time.Time) (due time.Time) {
 	if s.proc == nil || s.clock0.IsZero() || !s.scan.started() || s.ending() {
 		return time.Time{}
 	}
+	// Not before the publish, and not within GapFill of it: silence would
+	// keep nothing alive, and a client whose first POST waits for the
+	// publish is not quiet but waiting for us (on a busy machine that wait
+	// passed GapFill, and every stream began with silence that delayed it
+	// for good).
+	s.mu.Lock()
+	liveAt := s.liveAt // zero until proc has published
+	s.mu.Unlock()
+	if liveAt.IsZero() {
+		return now.Add(gapRetry)
+	}
 	// The next fill is due when the media clock falls GapFill behind.
 	due = s.clock0.Add(s.fed + s.cfg.GapFill + time.Millisecond)
+	if grace := liveAt.Add(s.cfg.GapFill); now.Before(grace) {
+		if due.Before(grace) {
+			due = grace
+		}
+		return due
+	}
 	lag := now.Sub(s.clock0) - s.fed
 	if lag <= s.cfg.GapFill {
 		return due

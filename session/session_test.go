@@ -446,6 +446,44 @@ func TestGapFillFeedsSilenceInTheStreamsFormat(t *testing.T) {
 	}
 }
 
+// TestNoGapFillWhileTheClientWaitsForThePublish: a client whose first
+// POST is answered only once ffmpeg publishes sends nothing meanwhile;
+// on a busy machine that wait outlasts GapFill, and silence fed then
+// would delay the whole stream.
+func TestNoGapFillWhileTheClientWaitsForThePublish(t *testing.T) {
+	r, _ := newTestRegistry(t, fakeffmpeg.SlowStart, func(c *Config) { c.GapFill = time.Second })
+	start := time.Now()
+	if _, err := r.Write(context.Background(), "abc", testSrc, frames(hdrV25Mono, 3, 1)); err != nil { // 216 ms
+		t.Fatal(err)
+	}
+	// The fake publishes after 1.5 s: a gap of 1.3 s behind the clock.
+	waitFor(t, "the publish", func() bool { info, _ := r.Info("abc"); return info.FFmpeg == "publishing" })
+	// The answer comes, and the client sends what fell due meanwhile.
+	due := int(time.Since(start)/(72*time.Millisecond)) - 3 + 1
+	if _, err := r.Write(context.Background(), "abc", testSrc, frames(hdrV25Mono, due, 2)); err != nil {
+		t.Fatal(err)
+	}
+	if info, _ := r.Info("abc"); info.Silence != 0 {
+		t.Errorf("%.2f s of silence fed while the client waited for the publish", info.Silence)
+	}
+	// Quiet from now on: silence follows once GapFill has passed.
+	waitFor(t, "silence once the client is quiet", func() bool { info, _ := r.Info("abc"); return info.Silence > 0 })
+	closeRegistry(t, r)
+}
+
+// TestInfoReportsFFmpegOutput: output_seconds follows ffmpeg's progress
+// reports (the fake reports one microsecond per byte it passed on).
+func TestInfoReportsFFmpegOutput(t *testing.T) {
+	r, _ := newTestRegistry(t, fakeffmpeg.Normal, nil)
+	audio := frames(hdrV2Mono, 10, 1)
+	if _, err := r.Write(context.Background(), "abc", testSrc, audio); err != nil {
+		t.Fatal(err)
+	}
+	want := float64(len(audio)) / 1e6
+	waitFor(t, "the output reported", func() bool { info, _ := r.Info("abc"); return info.Output == want })
+	closeRegistry(t, r)
+}
+
 func TestFormatChangeStartsANewFFmpeg(t *testing.T) {
 	r, dir := newTestRegistry(t, fakeffmpeg.Normal, nil)
 	mono16 := frames(hdrV2Mono, 10, 1)
