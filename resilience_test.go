@@ -199,12 +199,19 @@ func TestKilledFFmpegIsReplaced(t *testing.T) {
 			}
 		}
 	})
+	// On a loaded machine the new ffmpeg may publish only after the
+	// client has sent its last piece: then nginx's log tells.
+	for deadline := time.Now().Add(10 * time.Second); backAt.IsZero() && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if rtmp.PublishCount("kill9") >= 2 {
+			backAt = time.Now()
+		}
+	}
 	if backAt.IsZero() {
 		t.Fatal("no new ffmpeg publishing after kill -9")
 	}
 	took := backAt.Sub(killedAt)
 	t.Logf("a new ffmpeg was publishing %s after kill -9 (within one 200 ms frame of the check)", took.Round(time.Millisecond))
-	if took > 5*time.Second { // a bound on a loaded machine; the log line has the number
+	if took > 8*time.Second { // a bound on a loaded machine; the log line has the number
 		t.Errorf("new ffmpeg publishing only after %s", took)
 	}
 	rec := rtmp.WaitRecorded(t, "kill9", 2)
