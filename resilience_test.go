@@ -90,7 +90,13 @@ func TestRTMPServerRestartMidStream(t *testing.T) {
 	outage := make(chan struct{})
 	go func() {
 		defer close(outage)
-		time.Sleep(4 * time.Second)
+		// 3 s into the publish: on a loaded machine ffmpeg's first start
+		// can take seconds, and an RTMP server gone before a stream ever
+		// went live is a 502, not this test.
+		for deadline := time.Now().Add(10 * time.Second); rtmp.PublishCount("restart") < 1 && time.Now().Before(deadline); {
+			time.Sleep(20 * time.Millisecond)
+		}
+		time.Sleep(3 * time.Second)
 		rtmp.Stop()
 		time.Sleep(3 * time.Second)
 		rtmp.Restart(t)
