@@ -91,6 +91,7 @@ type wsConn struct {
 
 	out        chan map[string]any // status messages for the writer
 	closeReq   chan *websocket.CloseError
+	peerClose  int // the code of the client's close frame, answered after Detach
 	writerDone chan struct{}
 }
 
@@ -130,6 +131,10 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) error {
 		closeReq:   make(chan *websocket.CloseError, 1),
 		writerDone: make(chan struct{}),
 	}
+	// A client's close is answered once its ID is released (below), not
+	// when it is read: a client that reconnects the moment it sees the
+	// answer must find the ID free, not busy with its own old connection.
+	conn.SetCloseHandler(func(code int, _ string) error { c.peerClose = code; return nil })
 	format, err := wsFormat(r.URL.Query().Get("format"))
 	if err == nil {
 		err = s.admit(r, id)
@@ -148,6 +153,13 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) error {
 	c.send(map[string]any{"type": "ready", "id": id, "max_message": s.cfg.MaxMessage})
 	end := c.readLoop()
 	c.pub.Detach(end)
+	if c.peerClose != 0 {
+		msg := []byte{}
+		if c.peerClose != websocket.CloseNoStatusReceived {
+			msg = websocket.FormatCloseMessage(c.peerClose, "")
+		}
+		c.conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(wsWriteWait))
+	}
 	c.log.WithField("ended", end).Info("websocket publisher disconnected")
 	return nil
 }

@@ -275,3 +275,25 @@ func TestWebSocketWebM(t *testing.T) {
 		t.Errorf("format=wav: close %v", ce)
 	}
 }
+
+// TestReconnectRightAfterTheCloseAnswer: the server answers a client's
+// close once the ID is free, so a client that reconnects the moment it has
+// the answer is never refused as busy with its own old connection.
+func TestReconnectRightAfterTheCloseAnswer(t *testing.T) {
+	ts := newServer(t, fakeffmpeg.Normal, nil)
+	for i := 0; i < 30; i++ {
+		c := dialWS(t, ts, "id=again&key=k", nil)
+		if m := readStatus(t, c); m["type"] != "ready" {
+			t.Fatalf("round %d: %v", i, m)
+		}
+		if err := c.WriteMessage(websocket.BinaryMessage, mp3(3, byte(i))); err != nil {
+			t.Fatal(err)
+		}
+		// Going away: the client will be back to continue the stream.
+		c.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseGoingAway, ""))
+		if _, ce := readUntilClose(t, c); ce.Code != websocket.CloseGoingAway {
+			t.Fatalf("round %d: close answered with %v", i, ce)
+		}
+		c.Close()
+	}
+}
