@@ -85,7 +85,7 @@ func TestRTMPServerRestartMidStream(t *testing.T) {
 	rtmptest.Require(t, "ffmpeg", "nginx")
 	rtmp := rtmptest.Start(t)
 	p := startPublisher(t, rtmp.URL, func(c *Config) { c.AdminKey = "admin" })
-	audio := rtmptest.MP3(t, 12.096, 16000, 1, "32k", true)
+	audio := rtmptest.MP3(t, 30.24, 16000, 1, "32k", true)
 	var backAt, republishedAt time.Time
 	outage := make(chan struct{})
 	go func() {
@@ -97,18 +97,45 @@ func TestRTMPServerRestartMidStream(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 		}
 		time.Sleep(3 * time.Second)
+		before := rtmp.PublishCount("restart")
 		rtmp.Stop()
 		time.Sleep(3 * time.Second)
 		rtmp.Restart(t)
 		backAt = time.Now()
 		for deadline := backAt.Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-			if rtmp.PublishCount("restart") >= 2 {
+			if rtmp.PublishCount("restart") > before {
 				republishedAt = time.Now()
 				return
 			}
 		}
 	}()
-	p.postChunks(t, "restart", splitEvery(audio, 14*144), 504*time.Millisecond)
+	// The client streams until 3 s after the republish (or the audio
+	// runs out), so that the outage is always mid-stream.
+	chunks := splitEvery(audio, 14*144)
+	var sent time.Duration
+	var stopAt time.Time
+	for i, start := 0, time.Now(); i < len(chunks); i++ {
+		time.Sleep(time.Until(start.Add(time.Duration(i) * 504 * time.Millisecond)))
+		select {
+		case <-outage:
+			if stopAt.IsZero() {
+				stopAt = time.Now().Add(3 * time.Second)
+			}
+		default:
+		}
+		last := i == len(chunks)-1 || (!stopAt.IsZero() && time.Now().After(stopAt))
+		q := "/base64?key=secret&id=restart"
+		if last {
+			q += "&end=1"
+		}
+		if code, r := p.post(t, q, strings.NewReader(base64.StdEncoding.EncodeToString(chunks[i]))); code != 200 {
+			t.Fatalf("chunk %d: %d %+v", i, code, r)
+		}
+		sent += session.MP3Duration(chunks[i])
+		if last {
+			break
+		}
+	}
 	<-outage
 	if republishedAt.IsZero() {
 		t.Fatal("the stream was not published again after the RTMP server came back")
@@ -121,14 +148,13 @@ func TestRTMPServerRestartMidStream(t *testing.T) {
 		t.Errorf("republished %s after nginx was back, want within 2 s and an ffmpeg start", took)
 	}
 	rec := rtmp.WaitRecorded(t, "restart", 2)
-	sent := session.MP3Duration(audio).Seconds()
-	t.Logf("recorded %.3f s in %d publish sessions of %.3f s sent", rec.Duration, rec.Files, sent)
+	t.Logf("recorded %.3f s in %d publish sessions of %.3f s sent", rec.Duration, rec.Files, sent.Seconds())
 	// The audio that arrived during the outage was held and sent after it,
 	// and what the failed ffmpeg had not sent was written again; what
 	// was in TCP buffers and nginx when it went away is gone (measured
 	// here about 0.3 s).
-	if rec.Duration < sent-1.0 {
-		t.Errorf("recorded %.3f s of %.3f s sent", rec.Duration, sent)
+	if rec.Duration < sent.Seconds()-1.0 {
+		t.Errorf("recorded %.3f s of %.3f s sent", rec.Duration, sent.Seconds())
 	}
 	noZombies(t)
 }
@@ -145,26 +171,32 @@ func TestFrozenRTMPServer(t *testing.T) {
 	audio := rtmptest.MP3(t, 20, 16000, 1, "32k", true)
 	var frozenAt, detectedAt, resumedAt, publishingAt time.Time
 	var frozenPID int
+	freeze := -1 // the piece at which nginx froze: 3 s into the stream, once it was published
 	wsStream(t, p, "frozen", audio, func(i int) {
 		switch {
-		case i == 15: // 3 s in
+		case freeze < 0 && i >= 15 && i <= 35 && rtmp.PublishCount("frozen") >= 1:
+			freeze = i
 			info, _ := p.streamInfo(t, "frozen")
 			frozenPID = info.PID
 			rtmp.Signal(syscall.SIGSTOP)
 			frozenAt = time.Now()
-		case i > 15 && i < 65 && detectedAt.IsZero():
+		case freeze < 0:
+		case i > freeze && i < freeze+50 && detectedAt.IsZero():
 			if info, _ := p.streamInfo(t, "frozen"); info.Upstream == "not answering" && strings.Contains(info.LastError, "stalled") {
 				detectedAt = time.Now()
 			}
-		case i == 65: // 10 s later
+		case i == freeze+50: // 10 s later
 			rtmp.Signal(syscall.SIGCONT)
 			resumedAt = time.Now()
-		case i > 65 && publishingAt.IsZero():
+		case i > freeze+50 && publishingAt.IsZero():
 			if info, _ := p.streamInfo(t, "frozen"); info.FFmpeg == "publishing" && info.Upstream == "" {
 				publishingAt = time.Now()
 			}
 		}
 	})
+	if freeze < 0 {
+		t.Fatal("the stream was not published within 7 s")
+	}
 	if detectedAt.IsZero() {
 		t.Error("the stall was not detected while nginx was frozen")
 	} else {
