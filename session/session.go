@@ -1233,7 +1233,10 @@ func (s *Session) fillGap(now time.Time) (due time.Time) {
 	s.mu.Lock()
 	liveAt := s.liveAt // zero until proc has published
 	s.mu.Unlock()
-	if liveAt.IsZero() {
+	// Nor while the server drains: a quiet client has most likely moved to
+	// another server, and silence here would play before its audio there
+	// (drainIdle ends the stream soon).
+	if liveAt.IsZero() || s.draining.Load() {
 		return now.Add(gapRetry)
 	}
 	// The next fill is due when the media clock falls GapFill behind.

@@ -484,6 +484,32 @@ func TestInfoReportsFFmpegOutput(t *testing.T) {
 	closeRegistry(t, r)
 }
 
+// TestNoGapFillWhileDraining: behind a load balancer, a stream that goes
+// quiet on a draining server has moved; silence at the end of its old
+// publish would play between its audio here and there.
+func TestNoGapFillWhileDraining(t *testing.T) {
+	r, _ := newTestRegistry(t, fakeffmpeg.Normal, func(c *Config) { c.GapFill = 200 * time.Millisecond })
+	if _, err := r.Write(context.Background(), "abc", testSrc, frames(hdrV25Mono, 3, 1)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the publish", func() bool { info, _ := r.Info("abc"); return info.FFmpeg == "publishing" })
+	if _, err := r.Write(context.Background(), "abc", testSrc, frames(hdrV25Mono, 3, 2)); err != nil {
+		t.Fatal(err)
+	}
+	r.Drain()
+	// Past the first check (1 s after the start: fill begins there), within
+	// drainIdle of the last write (1.5 s; checked at 2 s).
+	time.Sleep(1300 * time.Millisecond)
+	info, ok := r.Info("abc")
+	if !ok {
+		t.Fatal("the stream ended before drainIdle")
+	}
+	if info.Silence != 0 {
+		t.Errorf("%.2f s of silence fed while draining", info.Silence)
+	}
+	closeRegistry(t, r)
+}
+
 func TestFormatChangeStartsANewFFmpeg(t *testing.T) {
 	r, dir := newTestRegistry(t, fakeffmpeg.Normal, nil)
 	mono16 := frames(hdrV2Mono, 10, 1)
