@@ -226,17 +226,23 @@ func TestKilledFFmpegIsReplaced(t *testing.T) {
 	var oldPID int
 	wsStream(t, p, "kill9", audio, func(i int) {
 		switch {
-		case i == 15:
+		// 3 s in, once published: an ffmpeg that dies before the stream
+		// ever went live is an error for the client, not a restart.
+		case killedAt.IsZero() && i >= 15 && rtmp.PublishCount("kill9") >= 1:
 			info, _ := p.streamInfo(t, "kill9")
 			oldPID = info.PID
 			syscall.Kill(oldPID, syscall.SIGKILL)
 			killedAt = time.Now()
-		case i > 15 && backAt.IsZero():
+		case killedAt.IsZero():
+		case backAt.IsZero():
 			if info, _ := p.streamInfo(t, "kill9"); info.PID != oldPID && info.FFmpeg == "publishing" {
 				backAt = time.Now()
 			}
 		}
 	})
+	if killedAt.IsZero() {
+		t.Fatal("the stream was not published while it lasted")
+	}
 	// On a loaded machine the new ffmpeg may publish only after the
 	// client has sent its last piece: then nginx's log tells.
 	for deadline := time.Now().Add(10 * time.Second); backAt.IsZero() && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
