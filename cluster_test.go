@@ -280,8 +280,8 @@ func TestClusterSurvivesAKilledInstance(t *testing.T) {
 			// instance's ffmpeg is lost: what it had not sent by its last
 			// progress report (up to 0.5 s old), and what was in TCP
 			// buffers and nginx.
-			t.Logf("%s (moved): %d publishes, recorded %.2f s of %.2f s acknowledged, %.2f s unsent at the kill",
-				id, c.rtmp.PublishCount(id), rec.Duration, acked[i].Seconds(), unsent)
+			t.Logf("%s (moved): %d publishes, recorded %.2f s %v of %.2f s acknowledged, %.2f s unsent at the kill",
+				id, c.rtmp.PublishCount(id), rec.Duration, rec.Each, acked[i].Seconds(), unsent)
 			// The 2 s: what nginx, starved on a loaded machine, had read
 			// but not yet recorded is lost with the connection too (seen:
 			// 1.4 s beyond the unsent audio).

@@ -499,3 +499,55 @@ func countFDs() int {
 	entries, _ := os.ReadDir("/proc/self/fd")
 	return len(entries)
 }
+
+// TestEndWhileTheNameIsHeld: a stream moved from another server, whose
+// publish the RTMP server still holds, ends before that name is free. The
+// session has acknowledged its audio and holds it; ending must publish it
+// once the name is free, not drop it.
+func TestEndWhileTheNameIsHeld(t *testing.T) {
+	t.Parallel()
+	rtmptest.Require(t, "ffmpeg", "nginx")
+	rtmp := rtmptest.Start(t)
+	pub := startPublisher(t, rtmp.URL, nil)
+	const id = "held"
+	// The other publisher: 5 s of tone at real-time pace.
+	holder := exec.Command("ffmpeg", "-hide_banner", "-loglevel", "error", "-re",
+		"-f", "lavfi", "-i", "sine=frequency=440:sample_rate=16000", "-t", "5",
+		"-c:a", "aac", "-f", "flv", rtmp.URL+"/"+id)
+	holder.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	held := make(chan error, 1)
+	go func() { held <- holder.Wait() }()
+	t.Cleanup(func() { holder.Process.Kill(); <-held })
+	for deadline := time.Now().Add(10 * time.Second); rtmp.PublishCount(id) == 0; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the other publisher did not publish")
+		}
+	}
+	// 2 s in four POSTs, the last one ending the stream, all while the
+	// name is taken.
+	audio := rtmptest.MP3(t, 2.016, 16000, 1, "32k", true)
+	pub.postChunks(t, id, splitEvery(audio, 14*144), 504*time.Millisecond)
+	select {
+	case <-held:
+		t.Fatal("the other publisher ended before the stream did: the test shows nothing")
+	default:
+	}
+	pub.silence(t, id) // the session ended
+	rec := rtmp.WaitRecorded(t, id, 2)
+	if len(rec.Each) < 2 {
+		t.Fatalf("recordings %+v: want the other publisher's, then ours", rec)
+	}
+	var ours float64
+	for _, d := range rec.Each[1:] {
+		ours += d
+	}
+	sent := session.MP3Duration(audio).Seconds()
+	if ours < sent-0.07 || ours > sent+0.15 {
+		t.Errorf("recorded %.3f s after the name was free, acknowledged %.3f s (recordings %v)", ours, sent, rec.Each)
+	} else {
+		t.Logf("recorded %.3f s of %.3f s acknowledged, after the other publisher's %.3f s", ours, sent, rec.Each[0])
+	}
+}

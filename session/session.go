@@ -264,8 +264,10 @@ type Session struct {
 	flvTo    *ffpipe.Proc
 	deadline time.Time
 
-	endReq chan struct{} // closed by requestEnd
-	done   chan struct{} // closed when ended
+	endReq    chan struct{} // closed by requestEnd
+	done      chan struct{} // closed when ended
+	abort     chan struct{} // closed by kill: no more tries to deliver held audio
+	abortOnce sync.Once
 
 	mu        sync.Mutex // guards the fields below
 	state     State
@@ -306,6 +308,7 @@ func newSession(id string, cfg Config, log *logrus.Entry, probe *prober, drainin
 		wsem:     make(chan struct{}, 1),
 		endReq:   make(chan struct{}),
 		done:     make(chan struct{}),
+		abort:    make(chan struct{}),
 		state:    StateNew,
 		ffstate:  "not started",
 		lastData: time.Now(),
@@ -447,9 +450,7 @@ func (s *Session) run(remove func()) {
 	remove()
 
 	s.wsem <- struct{}{} // wait for the writer in progress, keep others out
-	if s.proc != nil {
-		s.stopProc()
-	}
+	s.finish()
 	if n := len(s.pending); n > 0 {
 		s.cfg.Observer.Buffered(-n)
 		s.mu.Lock()
@@ -496,21 +497,106 @@ func (s *Session) checkDrained(now time.Time) {
 	}
 }
 
-// stopProc hands ffmpeg the last held frame, closes its stdin and waits for
-// it. Must hold wsem.
-func (s *Session) stopProc() {
+// endFlush bounds how long an ending session keeps trying to deliver
+// audio it acknowledged that no ffmpeg has published yet: the stream ended
+// while its ffmpeg was restarting, or waiting for its RTMP name (a moved
+// stream's previous server still holding it). Beyond it, that audio is
+// dropped and counted.
+const endFlush = 10 * time.Second
+
+// finish ends the stream's ffmpeg after handing it the last held frame. If
+// audio is still held for an ffmpeg that has not published (see settle),
+// it starts more, with the restart backoff, until one publishes it or
+// endFlush passes, and then leaves what is left in pending. Must hold wsem.
+func (s *Session) finish() {
+	var last []byte
 	if s.scan != nil {
-		if last := s.scan.flush(); len(last) > 0 {
-			s.writeProc(last)
-		}
+		last = s.scan.flush()
 	}
-	s.proc.Stop(s.cfg.FlushGrace)
+	deadline := time.Now().Add(endFlush)
+	for failures := 0; ; {
+		if proc := s.proc; proc != nil {
+			held := s.unsettled == proc
+			if len(last) > 0 {
+				if held {
+					s.pending = append(s.pending, last...)
+				}
+				s.writeProc(last)
+				last = nil
+			}
+			proc.Stop(s.cfg.FlushGrace)
+			s.proc = nil
+			if !held || isClosed(proc.Ready()) {
+				s.forgetHeld() // it went out with that publish
+				return
+			}
+		} else if len(last) > 0 {
+			s.pending = append(s.pending, last...)
+			last = nil
+		}
+		if len(s.pending) == 0 || s.aborted() {
+			return
+		}
+		failures++
+		wait := backoff(failures)
+		if time.Until(deadline) < wait {
+			s.log.WithField("held_seconds", fmt.Sprintf("%.2f", s.pendAud.Seconds())).
+				Warnf("the stream ended and no ffmpeg published its held audio within %s", endFlush)
+			return
+		}
+		if failures == 1 {
+			s.log.WithField("held_seconds", fmt.Sprintf("%.2f", s.pendAud.Seconds())).
+				Info("the stream ended with audio no ffmpeg has published yet; publishing it before the end")
+		}
+		select {
+		case <-time.After(wait):
+		case <-s.abort:
+			return
+		}
+		if err := s.startProc(); err != nil {
+			continue
+		}
+		s.mu.Lock()
+		s.state = StateEnding
+		s.restarts++
+		s.mu.Unlock()
+		s.cfg.Observer.FFmpegRestarted()
+		s.unsettled = s.proc
+		s.writeProc(s.pending)
+	}
+}
+
+// forgetHeld empties pending once an ffmpeg has published it. Must hold
+// wsem.
+func (s *Session) forgetHeld() {
+	s.unsettled = nil
+	if len(s.pending) == 0 {
+		return
+	}
+	s.cfg.Observer.Buffered(-len(s.pending))
+	s.pending, s.pendAud = s.pending[:0], 0
+	s.mu.Lock()
+	s.buffered = 0
+	s.mu.Unlock()
+}
+
+// aborted tells whether kill cut the end short.
+func (s *Session) aborted() bool { return isClosed(s.abort) }
+
+func isClosed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
 }
 
 // kill ends the session at once: shutdown's grace ran out. run still
 // reaps ffmpeg.
 func (s *Session) kill() {
 	s.requestEnd(CauseShutdown, "shutdown")
+	s.abortOnce.Do(func() { close(s.abort) })
 	s.mu.Lock()
 	p := s.running
 	s.mu.Unlock()

@@ -384,6 +384,48 @@ func TestAudioIsHeldWhileFFmpegRestarts(t *testing.T) {
 	})
 }
 
+// TestEndingPublishesHeldAudio: a stream that ends while its RTMP name is
+// still taken (moved from a server whose publish lingers) publishes the
+// audio it acknowledged once the name is free, rather than dropping it.
+func TestEndingPublishesHeldAudio(t *testing.T) {
+	r, dir := newTestRegistry(t, fakeffmpeg.NameHeld, nil)
+	release := fakeffmpeg.HoldName(dir, "abc")
+	var want []byte
+	for i := 0; i < 3; i++ {
+		chunk := frames(hdrV2Mono, 5, byte(i+1))
+		want = append(want, chunk...)
+		if _, err := r.Write(context.Background(), "abc", testSrc, chunk); err != nil {
+			t.Fatalf("write %d: %v", i, err)
+		}
+	}
+	r.End("abc", CauseClient)
+	time.Sleep(time.Second)
+	release()
+	closeRegistry(t, r)
+	got := received(t, dir, "abc")
+	if len(got) != 1 || !bytes.Equal(got[0], want) {
+		t.Fatalf("ffmpeg runs that published: %d; want one that read all %d bytes in order", len(got), len(want))
+	}
+}
+
+// TestCloseCutsTheEndingFlushShort: when the shutdown grace runs out, an
+// ending session stops waiting for its name and lets its audio go.
+func TestCloseCutsTheEndingFlushShort(t *testing.T) {
+	r, dir := newTestRegistry(t, fakeffmpeg.NameHeld, nil)
+	defer fakeffmpeg.HoldName(dir, "abc")()
+	if _, err := r.Write(context.Background(), "abc", testSrc, frames(hdrV2Mono, 5, 1)); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	if err := r.Close(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Close: %v, want the grace to run out", err)
+	}
+	if got := received(t, dir, "abc"); len(got) != 0 {
+		t.Fatalf("%d ffmpeg runs published with the name held", len(got))
+	}
+}
+
 func TestStalledOutputRestartsFFmpeg(t *testing.T) {
 	r, _ := newTestRegistry(t, fakeffmpeg.Stall, func(c *Config) { c.StallTimeout = 300 * time.Millisecond })
 	stop := time.Now().Add(10 * time.Second)

@@ -35,7 +35,18 @@ const (
 	// then reports its output open with out_time 0 as ffmpeg does, and
 	// produces output only 1 s later; then it behaves as Normal.
 	SlowStart = "slow-start"
+	// NameHeld is refused as nginx-rtmp refuses a second publisher of a
+	// name, while a file called after the target with ".held" exists in
+	// the directory; then it behaves as Normal.
+	NameHeld = "name-held"
 )
+
+// HoldName makes NameHeld fakes for name refused until release is called.
+func HoldName(dir, name string) (release func()) {
+	f := filepath.Join(dir, name+".held")
+	os.WriteFile(f, nil, 0o644)
+	return func() { os.Remove(f) }
+}
 
 // Env returns the environment that turns a child started from the test
 // binary into the fake, writing what it reads under dir.
@@ -71,6 +82,12 @@ func run(args []string, dir, mode string) int {
 	// them before it starts another).
 	fmt.Fprintln(os.Stderr, "[info] ffmpeg stats and -progress period set to 0.5.")
 	switch mode {
+	case NameHeld:
+		if _, err := os.Stat(filepath.Join(dir, target+".held")); err == nil {
+			fmt.Fprintln(os.Stderr, "[rtmp @ 0x5555] [error] Server error: Already publishing")
+			fmt.Fprintf(os.Stderr, "[error] %s: Operation not permitted\n", target)
+			return 1
+		}
 	case Fail:
 		fmt.Fprintf(os.Stderr, "[tcp @ 0x5555] [error] Connection to tcp://127.0.0.1:1 failed: Connection refused\n")
 		fmt.Fprintf(os.Stderr, "[error] %s: Connection refused\n", target)

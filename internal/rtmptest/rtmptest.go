@@ -210,9 +210,10 @@ func (s *Server) Recordings(name string) []string {
 // Recorded describes what arrived at the RTMP server for one stream.
 type Recorded struct {
 	Files    int
-	Codecs   string  // audio codec of each file, comma-separated
-	Duration float64 // seconds of audio, over all files
-	Rate     int     // sample rate of the last file
+	Codecs   string    // audio codec of each file, comma-separated
+	Duration float64   // seconds of audio, over all files
+	Each     []float64 // seconds of audio in each file, oldest first
+	Rate     int       // sample rate of the last file
 }
 
 // WaitRecorded waits until name was published at least publishes times and
@@ -265,6 +266,7 @@ func (s *Server) Measure(name string) Recorded {
 		}
 		r.Codecs += codec
 		r.Duration += dur
+		r.Each = append(r.Each, dur)
 		r.Rate = rate
 	}
 	return r
