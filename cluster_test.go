@@ -28,6 +28,7 @@ type cluster struct {
 	rtmp      *rtmptest.Server
 	addrs     []string // instances' host:port
 	procs     []*exec.Cmd
+	logs      []*serverLog // each instance's, across restarts
 	haproxy   *exec.Cmd
 	URL       string // through HAProxy
 	client    *http.Client
@@ -57,7 +58,8 @@ func startCluster(t *testing.T, n int) *cluster {
 	for i := 0; i < n; i++ {
 		addr := freeAddr(t)
 		c.addrs = append(c.addrs, addr)
-		cmd, _ := startProcessAt(t, addr, c.instArgs...)
+		c.logs = append(c.logs, &serverLog{})
+		cmd, _ := startProcessLogged(t, addr, c.logs[i], c.instArgs...)
 		c.procs = append(c.procs, cmd)
 		conf = strings.Replace(conf, fmt.Sprintf("127.0.0.1:808%d", i+1), addr, 1)
 	}
@@ -84,6 +86,15 @@ func startCluster(t *testing.T, n int) *cluster {
 	}
 	time.Sleep(1500 * time.Millisecond)
 	return c
+}
+
+// explain logs what every instance logged about id, for a failure.
+func (c *cluster) explain(id string) {
+	for i, l := range c.logs {
+		for _, line := range l.about(id) {
+			c.t.Logf("instance %d: %s", i, line)
+		}
+	}
 }
 
 // holders returns, per instance, the live IDs it serves (stream API).
@@ -288,11 +299,13 @@ func TestClusterSurvivesAKilledInstance(t *testing.T) {
 			if rec.Duration < acked[i].Seconds()-unsent-2.0 {
 				t.Errorf("%s (moved): recorded %.2f s of %.2f s acknowledged (%.2f s were inside the killed ffmpeg)",
 					id, rec.Duration, acked[i].Seconds(), unsent)
+				c.explain(id)
 			}
 			continue
 		}
 		if n := c.rtmp.PublishCount(id); n != 1 || rec.Duration < acked[i].Seconds()-0.1 {
 			t.Errorf("%s (untouched): %d publishes, recorded %.2f s of %.2f s", id, n, rec.Duration, acked[i].Seconds())
+			c.explain(id)
 		}
 	}
 	t.Logf("killed instance %d with %d of %d streams", victim, len(victimIDs), ids)
@@ -318,7 +331,7 @@ func TestClusterRollingRestart(t *testing.T) {
 	for n := range c.procs {
 		c.procs[n].Process.Signal(syscall.SIGTERM)
 		c.procs[n].Wait()
-		cmd, _ := startProcessAt(t, c.addrs[n], c.instArgs...)
+		cmd, _ := startProcessLogged(t, c.addrs[n], c.logs[n], c.instArgs...)
 		c.procs[n] = cmd
 		time.Sleep(1500 * time.Millisecond)
 	}
@@ -329,6 +342,7 @@ func TestClusterRollingRestart(t *testing.T) {
 		t.Logf("%s: %d publish sessions, recorded %.2f s, acknowledged %.2f s", id, c.rtmp.PublishCount(id), rec.Duration, acked[i].Seconds())
 		if rec.Duration < acked[i].Seconds()-0.1 {
 			t.Errorf("%s: recorded %.2f s of %.2f s acknowledged", id, rec.Duration, acked[i].Seconds())
+			c.explain(id)
 		}
 	}
 }

@@ -304,8 +304,33 @@ func startProcess(t *testing.T, args ...string) (*exec.Cmd, string) {
 	return startProcessAt(t, addr, args...)
 }
 
+// serverLog keeps what a server process logged, to explain a failure.
+type serverLog struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+// about returns the lines that mention live ID id.
+func (l *serverLog) about(id string) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for _, line := range l.lines {
+		if strings.Contains(line, " id="+id+" ") || strings.HasSuffix(line, " id="+id) {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
 // startProcessAt is startProcess on a given address.
 func startProcessAt(t *testing.T, addr string, args ...string) (*exec.Cmd, string) {
+	t.Helper()
+	return startProcessLogged(t, addr, nil, args...)
+}
+
+// startProcessLogged is startProcessAt keeping the server's log in logs.
+func startProcessLogged(t *testing.T, addr string, logs *serverLog, args ...string) (*exec.Cmd, string) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], append([]string{"-listen", addr, "-key", "secret",
 		"-rate-requests", "0", "-rate-sessions", "0"}, args...)...)
@@ -319,6 +344,11 @@ func startProcessAt(t *testing.T, addr string, args ...string) (*exec.Cmd, strin
 		defer close(logged)
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
+			if logs != nil {
+				logs.mu.Lock()
+				logs.lines = append(logs.lines, sc.Text())
+				logs.mu.Unlock()
+			}
 			if testing.Verbose() {
 				fmt.Fprintln(os.Stderr, "server:", sc.Text())
 			}
