@@ -84,15 +84,32 @@ type publisher struct {
 type endedHook struct {
 	mu      sync.Mutex
 	silence map[string]float64
+	lines   map[string][]string // everything logged about each ID
 }
 
-func (h *endedHook) Levels() []logrus.Level { return []logrus.Level{logrus.InfoLevel} }
+// explain logs what the server logged about id, for a failure.
+func (p *publisher) explain(t *testing.T, id string) {
+	t.Helper()
+	p.ended.mu.Lock()
+	defer p.ended.mu.Unlock()
+	for _, line := range p.ended.lines[id] {
+		t.Log("server: " + line)
+	}
+}
+
+func (h *endedHook) Levels() []logrus.Level { return logrus.AllLevels }
 
 func (h *endedHook) Fire(e *logrus.Entry) error {
+	id, _ := e.Data["id"].(string)
+	if id != "" {
+		line, _ := e.String()
+		h.mu.Lock()
+		h.lines[id] = append(h.lines[id], strings.TrimSpace(line))
+		h.mu.Unlock()
+	}
 	if e.Message != "session ended" {
 		return nil
 	}
-	id, _ := e.Data["id"].(string)
 	var sil float64
 	if v, ok := e.Data["silence_seconds"].(string); ok {
 		sil, _ = strconv.ParseFloat(v, 64)
@@ -138,7 +155,7 @@ func startPublisher(t *testing.T, rtmpURL string, mod func(*Config)) *publisher 
 	if testing.Verbose() {
 		log.SetOutput(os.Stderr)
 	}
-	ended := &endedHook{silence: map[string]float64{}}
+	ended := &endedHook{silence: map[string]float64{}, lines: map[string][]string{}}
 	log.AddHook(ended)
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &publisher{URL: "http://" + ln.Addr().String(), client: &http.Client{Timeout: 30 * time.Second},

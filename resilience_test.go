@@ -577,7 +577,8 @@ func TestEndWhileTheNameIsHeld(t *testing.T) {
 	sent := session.MP3Duration(audio).Seconds()
 	if ours < sent-0.07 || ours > sent+0.15 {
 		t.Errorf("recorded %.3f s after the name was free, acknowledged %.3f s (recordings %v)", ours, sent, rec.Each)
+		pub.explain(t, id)
 	} else {
-		t.Logf("recorded %.3f s of %.3f s acknowledged, after the other publisher's %.3f s", ours, sent, rec.Each[0])
+		t.Logf("recorded %.3f s of %.3f s acknowledged, after the other publisher's %.3f s (recordings %v)", ours, sent, rec.Each[0], rec.Each)
 	}
 }

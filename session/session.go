@@ -524,6 +524,17 @@ func (s *Session) finish() {
 				s.writeProc(last)
 				last = nil
 			}
+			if held && !isClosed(proc.Ready()) {
+				// Still starting (a slow start on a busy machine): the
+				// flush grace counts from its publish, not from now.
+				proc.CloseInput()
+				select {
+				case <-proc.Ready():
+				case <-proc.Done():
+				case <-time.After(max(time.Until(deadline), s.cfg.StartTimeout)):
+				case <-s.abort:
+				}
+			}
 			proc.Stop(s.cfg.FlushGrace)
 			s.proc = nil
 			if !held || isClosed(proc.Ready()) {

@@ -408,6 +408,29 @@ func TestEndingPublishesHeldAudio(t *testing.T) {
 	}
 }
 
+// TestEndDuringASlowStart: a stream that ends while its first ffmpeg is
+// still loading (seconds, on a busy machine) gets the flush grace from the
+// publish on, not from the end: its audio is delivered, not interrupted.
+func TestEndDuringASlowStart(t *testing.T) {
+	// The fake publishes 1.5 s after its start and reads 1 s later.
+	r, dir := newTestRegistry(t, fakeffmpeg.SlowStart, func(c *Config) { c.FlushGrace = 1500 * time.Millisecond })
+	want := frames(hdrV2Mono, 10, 1)
+	// A connection: its writes do not wait for the publish.
+	pub, err := r.Attach("abc", Source{Transport: "ws", Remote: "192.0.2.9:1234"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pub.Write(context.Background(), want); err != nil {
+		t.Fatal(err)
+	}
+	pub.Detach(true)
+	closeRegistry(t, r)
+	got := received(t, dir, "abc")
+	if len(got) != 1 || !bytes.Equal(got[0], want) {
+		t.Fatalf("ffmpeg runs that read: %d; want one that read all %d bytes", len(got), len(want))
+	}
+}
+
 // TestCloseCutsTheEndingFlushShort: when the shutdown grace runs out, an
 // ending session stops waiting for its name and lets its audio go.
 func TestCloseCutsTheEndingFlushShort(t *testing.T) {
