@@ -581,6 +581,11 @@ func (s *Session) finish() {
 // wsem.
 func (s *Session) forgetHeld() {
 	s.unsettled = nil
+	s.clearPending()
+}
+
+// clearPending empties pending. Must hold wsem.
+func (s *Session) clearPending() {
 	if len(s.pending) == 0 {
 		return
 	}
@@ -655,14 +660,9 @@ func (s *Session) forgetUnpublished() {
 	s.mu.Lock()
 	published := s.published
 	s.mu.Unlock()
-	if published || len(s.pending) == 0 {
-		return
+	if !published {
+		s.clearPending()
 	}
-	s.cfg.Observer.Buffered(-len(s.pending))
-	s.pending, s.pendAud = s.pending[:0], 0
-	s.mu.Lock()
-	s.buffered = 0
-	s.mu.Unlock()
 }
 
 // writeLocked does write's work. Must hold wsem. It returns the ffmpeg it
@@ -1077,16 +1077,10 @@ func (s *Session) settle() {
 		}
 		return
 	}
-	s.unsettled = nil
-	s.cfg.Observer.Buffered(-len(s.pending))
 	if !s.firstProc {
 		s.log.WithField("held_seconds", fmt.Sprintf("%.2f", s.pendAud.Seconds())).Info("ffmpeg restarted; held audio delivered")
 	}
-	s.pending = s.pending[:0]
-	s.pendAud = 0
-	s.mu.Lock()
-	s.buffered = 0
-	s.mu.Unlock()
+	s.forgetHeld()
 }
 
 // replaceProc ends the current ffmpeg cleanly (its publish flushed and

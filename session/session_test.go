@@ -63,6 +63,15 @@ func closeRegistry(t *testing.T, r *Registry) {
 	}
 }
 
+// wantOneRun fails unless exactly one fake ffmpeg for id read data (the
+// refused ones never do), and it read want, in order.
+func wantOneRun(t *testing.T, dir, id string, want []byte) {
+	t.Helper()
+	if got := received(t, dir, id); len(got) != 1 || !bytes.Equal(got[0], want) {
+		t.Fatalf("ffmpeg runs that read: %d; want one that read all %d bytes in order", len(got), len(want))
+	}
+}
+
 // received returns what the fake ffmpeg(s) for id read, in pid order.
 func received(t *testing.T, dir, id string) [][]byte {
 	t.Helper()
@@ -96,10 +105,7 @@ func TestChunksReachFFmpegInOrder(t *testing.T) {
 		t.Errorf("audio seconds = %v", info.Seconds)
 	}
 	closeRegistry(t, r)
-	got := received(t, dir, "abc")
-	if len(got) != 1 || !bytes.Equal(got[0], want) {
-		t.Fatalf("ffmpeg runs: %d; want one run that read all %d bytes in order", len(got), len(want))
-	}
+	wantOneRun(t, dir, "abc", want)
 }
 
 func TestConcurrentWritesNeverInterleave(t *testing.T) {
@@ -402,10 +408,7 @@ func TestEndingPublishesHeldAudio(t *testing.T) {
 	time.Sleep(time.Second)
 	release()
 	closeRegistry(t, r)
-	got := received(t, dir, "abc")
-	if len(got) != 1 || !bytes.Equal(got[0], want) {
-		t.Fatalf("ffmpeg runs that published: %d; want one that read all %d bytes in order", len(got), len(want))
-	}
+	wantOneRun(t, dir, "abc", want)
 }
 
 // TestEndDuringASlowStart: a stream that ends while its first ffmpeg is
@@ -425,10 +428,7 @@ func TestEndDuringASlowStart(t *testing.T) {
 	}
 	pub.Detach(true)
 	closeRegistry(t, r)
-	got := received(t, dir, "abc")
-	if len(got) != 1 || !bytes.Equal(got[0], want) {
-		t.Fatalf("ffmpeg runs that read: %d; want one that read all %d bytes", len(got), len(want))
-	}
+	wantOneRun(t, dir, "abc", want)
 }
 
 // TestCloseCutsTheEndingFlushShort: when the shutdown grace runs out, an
