@@ -159,7 +159,7 @@ func TestRTMPServerRestartMidStream(t *testing.T) {
 	noZombies(t)
 }
 
-// TestFrozenRTMPServer freezes nginx-rtmp (SIGSTOP) for 10 s mid-stream.
+// TestFrozenRTMPServer freezes nginx-rtmp (SIGSTOP) for 12 s mid-stream.
 // The stall is detected (the server stops answering new connections) and
 // reported; TCP buffers on both ends take what ffmpeg sends meanwhile, so
 // the publish survives with the same ffmpeg and nothing is lost.
@@ -168,27 +168,29 @@ func TestFrozenRTMPServer(t *testing.T) {
 	rtmptest.Require(t, "ffmpeg", "nginx")
 	rtmp := rtmptest.Start(t)
 	p := startPublisher(t, rtmp.URL, func(c *Config) { c.AdminKey = "admin" })
-	audio := rtmptest.MP3(t, 20, 16000, 1, "32k", true)
+	audio := rtmptest.MP3(t, 24, 16000, 1, "32k", true)
 	var frozenAt, detectedAt, resumedAt, publishingAt time.Time
 	var frozenPID int
 	freeze := -1 // the piece at which nginx froze: 3 s into the stream, once it was published
 	wsStream(t, p, "frozen", audio, func(i int) {
 		switch {
-		case freeze < 0 && i >= 15 && i <= 35 && rtmp.PublishCount("frozen") >= 1:
-			freeze = i
-			info, _ := p.streamInfo(t, "frozen")
-			frozenPID = info.PID
-			rtmp.Signal(syscall.SIGSTOP)
-			frozenAt = time.Now()
+		case freeze < 0 && i >= 15 && i <= 35:
+			// Published in the session's eyes: its stall clock runs.
+			if info, _ := p.streamInfo(t, "frozen"); info.FFmpeg == "publishing" {
+				freeze = i
+				frozenPID = info.PID
+				rtmp.Signal(syscall.SIGSTOP)
+				frozenAt = time.Now()
+			}
 		case freeze < 0:
-		case i > freeze && i < freeze+50 && detectedAt.IsZero():
+		case i > freeze && i < freeze+60 && detectedAt.IsZero():
 			if info, _ := p.streamInfo(t, "frozen"); info.Upstream == "not answering" && strings.Contains(info.LastError, "stalled") {
 				detectedAt = time.Now()
 			}
-		case i == freeze+50: // 10 s later
+		case i == freeze+60: // 12 s later: detection takes 7-9 s here (probe interval, stall timeout)
 			rtmp.Signal(syscall.SIGCONT)
 			resumedAt = time.Now()
-		case i > freeze+50 && publishingAt.IsZero():
+		case i > freeze+60 && publishingAt.IsZero():
 			if info, _ := p.streamInfo(t, "frozen"); info.FFmpeg == "publishing" && info.Upstream == "" {
 				publishingAt = time.Now()
 			}
@@ -226,13 +228,16 @@ func TestKilledFFmpegIsReplaced(t *testing.T) {
 	var oldPID int
 	wsStream(t, p, "kill9", audio, func(i int) {
 		switch {
-		// 3 s in, once published: an ffmpeg that dies before the stream
-		// ever went live is an error for the client, not a restart.
-		case killedAt.IsZero() && i >= 15 && rtmp.PublishCount("kill9") >= 1:
-			info, _ := p.streamInfo(t, "kill9")
-			oldPID = info.PID
-			syscall.Kill(oldPID, syscall.SIGKILL)
-			killedAt = time.Now()
+		// 3 s in, once published in the session's eyes (its ffmpeg's
+		// first progress report, which can come after nginx logged the
+		// publish): an ffmpeg that dies before the stream ever went live
+		// is an error for the client, not a restart.
+		case killedAt.IsZero() && i >= 15:
+			if info, _ := p.streamInfo(t, "kill9"); info.FFmpeg == "publishing" {
+				oldPID = info.PID
+				syscall.Kill(oldPID, syscall.SIGKILL)
+				killedAt = time.Now()
+			}
 		case killedAt.IsZero():
 		case backAt.IsZero():
 			if info, _ := p.streamInfo(t, "kill9"); info.PID != oldPID && info.FFmpeg == "publishing" {
