@@ -507,13 +507,19 @@ const endFlush = 10 * time.Second
 // finish ends the stream's ffmpeg after handing it the last held frame. If
 // audio is still held for an ffmpeg that has not published (see settle),
 // it starts more, with the restart backoff, until one publishes it or
-// endFlush passes, and then leaves what is left in pending. Must hold wsem.
+// endFlush passes, and then leaves what is left in pending; unless the
+// stream never went live and its client was told why (Err). Must hold
+// wsem.
 func (s *Session) finish() {
 	var last []byte
 	if s.scan != nil {
 		last = s.scan.flush()
 	}
 	deadline := time.Now().Add(endFlush)
+	// A stream that never went live and failed for a reason other than a
+	// held name was told so (a 502, a closed connection): its audio was
+	// not taken, and publishing it later would surprise.
+	retry := s.Err() == nil
 	for failures := 0; ; {
 		if proc := s.proc; proc != nil {
 			held := s.unsettled == proc
@@ -545,7 +551,7 @@ func (s *Session) finish() {
 			s.pending = append(s.pending, last...)
 			last = nil
 		}
-		if len(s.pending) == 0 || s.aborted() {
+		if len(s.pending) == 0 || s.aborted() || !retry {
 			return
 		}
 		failures++

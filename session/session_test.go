@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -429,6 +430,37 @@ func TestEndDuringASlowStart(t *testing.T) {
 	pub.Detach(true)
 	closeRegistry(t, r)
 	wantOneRun(t, dir, "abc", want)
+}
+
+// startCounter counts ffmpeg starts.
+type startCounter struct {
+	nopObserver
+	n atomic.Int32
+}
+
+func (c *startCounter) FFmpegStarted() { c.n.Add(1) }
+
+// TestNoEndFlushForAStreamThatNeverWentLive: a connection whose RTMP server
+// refuses it was told so; when it ends, its held audio is not published
+// later behind its back, and ending does not keep starting ffmpeg.
+func TestNoEndFlushForAStreamThatNeverWentLive(t *testing.T) {
+	starts := &startCounter{}
+	r, _ := newTestRegistry(t, fakeffmpeg.Fail, func(c *Config) { c.Observer = starts })
+	pub, err := r.Attach("abc", Source{Transport: "ws", Remote: "192.0.2.9:1234"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pub.Write(context.Background(), frames(hdrV2Mono, 10, 1)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the first failure", func() bool { return pub.Failure() != nil })
+	before := starts.n.Load()
+	pub.Detach(true)
+	closeRegistry(t, r)
+	// One start may have been under way when the stream ended.
+	if n := starts.n.Load(); n > before+1 {
+		t.Errorf("ffmpeg started %d more times after the end", n-before)
+	}
 }
 
 // TestCloseCutsTheEndingFlushShort: when the shutdown grace runs out, an
