@@ -451,14 +451,10 @@ func (s *Session) run(remove func()) {
 
 	s.wsem <- struct{}{} // wait for the writer in progress, keep others out
 	s.finish()
-	if n := len(s.pending); n > 0 {
-		s.cfg.Observer.Buffered(-n)
-		s.mu.Lock()
-		s.dropped += int64(n)
-		s.buffered = 0
-		s.mu.Unlock()
-		s.pending = nil
-	}
+	s.mu.Lock()
+	s.dropped += int64(len(s.pending))
+	s.mu.Unlock()
+	s.clearPending()
 	s.mu.Lock()
 	s.state = StateEnded
 	if s.ffstate != "not started" {
@@ -570,16 +566,7 @@ func (s *Session) finish() {
 		case <-s.abort:
 			return
 		}
-		if err := s.startProc(); err != nil {
-			continue
-		}
-		s.mu.Lock()
-		s.state = StateEnding
-		s.restarts++
-		s.mu.Unlock()
-		s.cfg.Observer.FFmpegRestarted()
-		s.unsettled = s.proc
-		s.writeProc(s.pending)
+		s.restartProc() // on failure, s.proc stays nil: the next round waits and tries again
 	}
 }
 
@@ -902,7 +889,9 @@ func (s *Session) startProc() error {
 	s.cfg.Observer.FFmpegStarted()
 	s.mu.Lock()
 	first := s.pid == 0
-	s.state = StateLive
+	if s.state != StateEnding { // an ending stream's last tries stay ending
+		s.state = StateLive
+	}
 	s.pid = proc.Pid()
 	s.running = proc
 	s.liveAt = time.Time{}
@@ -1041,19 +1030,27 @@ func (s *Session) restartAfter(delay time.Duration) {
 	if s.proc != nil || s.ending() {
 		return
 	}
-	if err := s.startProc(); err != nil {
+	if err := s.restartProc(); err != nil {
 		s.mu.Lock()
 		s.failures++
 		next := backoff(s.failures)
 		s.mu.Unlock()
 		go s.restartAfter(next)
-		return
+	}
+}
+
+// restartProc starts another ffmpeg after a failure and hands it the held
+// audio. Must hold wsem.
+func (s *Session) restartProc() error {
+	if err := s.startProc(); err != nil {
+		return err
 	}
 	s.mu.Lock()
 	s.restarts++
 	s.mu.Unlock()
 	s.cfg.Observer.FFmpegRestarted()
 	s.flushPending()
+	return nil
 }
 
 // flushPending writes the held audio to a restarted ffmpeg. The audio
