@@ -26,6 +26,7 @@ type Registry struct {
 	wg       sync.WaitGroup
 	probe    *prober
 	draining atomic.Bool
+	ended    endedSeqs // numbering of streams ended by their clients
 }
 
 // NewRegistry returns an empty registry.
@@ -96,22 +97,33 @@ func (r *Registry) Write(ctx context.Context, id string, src Source, p []byte) (
 	return res, err
 }
 
-// WriteSeq writes chunk number n of id's stream in order (see seq.go).
-func (r *Registry) WriteSeq(ctx context.Context, id string, src Source, n int64, p []byte) (SeqResult, error) {
+// WriteSeq writes chunk c.Seq of id's stream in order (see seq.go). With
+// c.End the stream ends once the chunk is written.
+func (r *Registry) WriteSeq(ctx context.Context, id string, src Source, c SeqChunk, p []byte) (SeqResult, error) {
 	if !ValidID(id) {
 		return SeqResult{}, ErrInvalidID
 	}
+	if c.Seq < 0 || c.Seq > MaxSeq {
+		return SeqResult{}, ErrSeqRange
+	}
+	k := newSeqKey(c, p)
 	for attempt := 0; ; attempt++ {
+		if r.endedRetry(id, k) {
+			return SeqResult{Duplicate: true}, nil
+		}
 		s, err := r.acquire(id, nil)
 		if err != nil {
 			return SeqResult{}, err
 		}
-		res, err := s.writeSeq(ctx, src, n, p)
+		res, err := s.writeSeq(ctx, src, k, p)
 		if err == errEnded && attempt < 2 {
 			continue
 		}
 		if err == errEnded {
 			err = ErrShuttingDown
+		}
+		if err == nil && c.End {
+			r.endSeq(s)
 		}
 		return res, err
 	}
@@ -181,6 +193,7 @@ func (r *Registry) acquire(id string, pub *Publisher) (*Session, error) {
 	}
 	s := newSession(id, cfg, r.log, r.probe, &r.draining)
 	r.sessions[id] = s
+	r.ended.forget(id)
 	r.cfg.Observer.SessionStarted()
 	r.running[s] = struct{}{}
 	r.wg.Add(1)

@@ -4,34 +4,47 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"time"
 )
 
 // Ordered, idempotent legacy POSTs. A client that numbers its chunks (seq)
 // can retry a POST whose reply it never saw: a chunk already written is
-// acknowledged again and not written twice. A chunk that arrives before
-// its predecessor waits for it, up to SeqWait; then the stream goes on
-// without the missing one, which is refused if it turns up later.
+// acknowledged again and not written twice. What a number gets is decided
+// by seqTracker (the README's table); writeSeq only waits for its turn.
 
 // DefaultSeqWait bounds how long a chunk waits for a missing predecessor:
 // a retried POST on a mobile network arrives within a second or two.
 const DefaultSeqWait = 2 * time.Second
 
-// seqRestart: a number this far behind the expected one is not a late
-// retry but a client that started counting again (a new recorder).
-const seqRestart = 64
+// MaxSeq is the largest chunk number: JavaScript's Number.MAX_SAFE_INTEGER,
+// the last one every client counts to exactly.
+const MaxSeq = 1<<53 - 1
 
-// ErrSeqLate is a numbered chunk that arrives after the stream went on
-// without it.
-var ErrSeqLate = errors.New("this chunk arrived after the stream went on without it")
+// seqWindow is how many of the last numbers a session remembers, with the
+// written chunks' digests: far more than a client has in flight.
+const seqWindow = 64
 
-// seqState is a session's numbering. Guarded by Session.mu.
-type seqState struct {
-	on      bool
-	next    int64          // the number expected next
-	busy    bool           // the chunk numbered next is being written
-	skipped map[int64]bool // numbers given up on, for ErrSeqLate
-	changed chan struct{}  // closed and replaced when next or busy changes
+// seqOldRecs is how many replaced recording ids a session remembers, so a
+// late chunk of one of them is refused rather than taken for a new one.
+const seqOldRecs = 4
+
+var (
+	// ErrSeqLate is a numbered chunk the server cannot tell from one it
+	// has written or given up on: refused, never written twice.
+	ErrSeqLate = errors.New("this chunk arrived after the stream went on without it")
+	// ErrSeqConflict is a chunk whose number, in the recording it names,
+	// was already written with other bytes.
+	ErrSeqConflict = errors.New("this seq was already written with other bytes in the same recording")
+	// ErrSeqRange is a number no client counts to exactly.
+	ErrSeqRange = fmt.Errorf("seq must be a whole number from 0 to %d", int64(MaxSeq))
+)
+
+// SeqChunk labels a numbered chunk.
+type SeqChunk struct {
+	Seq int64  // 0 to MaxSeq
+	Rec string // the client's recording id; "" when it sends none
+	End bool   // the client's last chunk: the stream ends once it is written
 }
 
 // SeqResult tells whether a numbered chunk was written now or before.
@@ -40,74 +53,233 @@ type SeqResult struct {
 	Duplicate bool // already written: acknowledged again, not written twice
 }
 
-// writeSeq writes chunk number n in order.
-func (s *Session) writeSeq(ctx context.Context, src Source, n int64, p []byte) (SeqResult, error) {
-	wait := s.cfg.SeqWait
-	deadline := time.Now().Add(wait)
+// seqKey is what identifies a chunk: its number, its recording and a
+// digest of its bytes (a retry is byte-identical).
+type seqKey struct {
+	n   int64
+	rec string
+	sum uint64
+}
+
+func newSeqKey(c SeqChunk, p []byte) seqKey {
+	h := fnv.New64a()
+	h.Write(p)
+	return seqKey{n: c.Seq, rec: c.Rec, sum: h.Sum64()}
+}
+
+// seqAction is what happens to a numbered chunk.
+type seqAction int
+
+const (
+	seqWrite     seqAction = iota // the number expected next: write it
+	seqNew                        // a new recording begins with it: start, then write
+	seqAhead                      // a predecessor is missing: wait for it
+	seqDuplicate                  // written before: acknowledge without writing
+	seqLate                       // behind and not recognisable: refuse (ErrSeqLate)
+	seqConflict                   // same recording and number, other bytes: refuse
+)
+
+var seqActionNames = [...]string{"write", "new", "ahead", "duplicate", "late", "conflict"}
+
+func (a seqAction) String() string { return seqActionNames[a] }
+
+const (
+	slotEmpty uint8 = iota
+	slotWritten
+	slotSkipped
+)
+
+// seqSlot is what became of one number of the window.
+type seqSlot struct {
+	n     int64
+	state uint8
+	sum   uint64 // the written chunk's digest
+}
+
+// seqTracker is a stream's numbering: the number expected next and what
+// became of the last seqWindow numbers. It decides; it does not wait.
+type seqTracker struct {
+	on      bool
+	gen     uint64 // counts recordings: a chunk waiting for an older one is late
+	rec     string // the current recording's id ("" if the client sends none)
+	old     [seqOldRecs]string
+	next    int64
+	zero    uint64 // the digest of chunk 0 of this recording, if hasZero
+	hasZero bool
+	slots   [seqWindow]seqSlot // indexed by number mod seqWindow
+}
+
+// decide tells what chunk c gets. Numbers are 0 to MaxSeq.
+func (t *seqTracker) decide(c seqKey) seqAction {
+	switch {
+	case !t.on:
+		return seqNew
+	case c.rec != "" && c.rec != t.rec:
+		if t.replaced(c.rec) {
+			return seqLate
+		}
+		return seqNew
+	case c.n == t.next:
+		return seqWrite
+	case c.n > t.next:
+		return seqAhead
+	}
+	// Behind: a retry if its bytes are those written under its number.
+	named := c.rec != "" // the client said it is this recording
+	if sl := t.slot(c.n); sl != nil {
+		switch {
+		case sl.state == slotSkipped:
+			return seqLate
+		case sl.sum == c.sum:
+			return seqDuplicate
+		case named:
+			return seqConflict
+		}
+		return seqNew // other bytes under a recent number: the recorder restarted
+	}
+	if c.n == 0 {
+		switch {
+		case t.hasZero && t.zero == c.sum:
+			return seqDuplicate
+		case named && t.hasZero:
+			return seqConflict
+		case !named:
+			return seqNew // numbering from 0 again: a new recording
+		}
+	}
+	return seqLate // too far behind to be checked
+}
+
+// start begins a recording with chunk c, which is expected next.
+func (t *seqTracker) start(c seqKey) {
+	if t.on && t.rec != "" && t.rec != c.rec {
+		copy(t.old[1:], t.old[:])
+		t.old[0] = t.rec
+	}
+	t.on = true
+	t.gen++
+	t.rec = c.rec
+	t.next = c.n
+	t.hasZero = false
+	t.slots = [seqWindow]seqSlot{}
+}
+
+// written records that c, the chunk expected next, was written.
+func (t *seqTracker) written(c seqKey) {
+	t.slots[c.n%seqWindow] = seqSlot{n: c.n, state: slotWritten, sum: c.sum}
+	if c.n == 0 {
+		t.zero, t.hasZero = c.sum, true
+	}
+	t.next = c.n + 1
+}
+
+// skipTo gives up on the numbers from next up to n.
+func (t *seqTracker) skipTo(n int64) {
+	for k := max(t.next, n-seqWindow); k < n; k++ {
+		t.slots[k%seqWindow] = seqSlot{n: k, state: slotSkipped}
+	}
+	t.next = n
+}
+
+// slot returns what became of number n, or nil if n is out of the window
+// or was never reached in this recording.
+func (t *seqTracker) slot(n int64) *seqSlot {
+	sl := &t.slots[n%seqWindow]
+	if sl.state == slotEmpty || sl.n != n {
+		return nil
+	}
+	return sl
+}
+
+func (t *seqTracker) replaced(rec string) bool {
+	for _, r := range t.old {
+		if r == rec {
+			return true
+		}
+	}
+	return false
+}
+
+// seqState is a session's numbering. Guarded by Session.mu.
+type seqState struct {
+	t       seqTracker
+	busy    bool          // the chunk numbered t.next is being written
+	waiters int           // chunks waiting for their turn
+	changed chan struct{} // closed and replaced when t or busy changes
+}
+
+// writeSeq writes chunk c (bytes p) in order.
+func (s *Session) writeSeq(ctx context.Context, src Source, c seqKey, p []byte) (SeqResult, error) {
+	timer := time.NewTimer(s.cfg.SeqWait)
+	defer timer.Stop()
+	expire, expired := timer.C, false // expire is nil once it fired
+	var aheadOf uint64                // the recording c waits in, once it waits for a predecessor
 	for {
 		s.mu.Lock()
 		q := &s.seq
 		if q.changed == nil {
 			q.changed = make(chan struct{})
-			q.skipped = map[int64]bool{}
 		}
-		if !q.on || n < q.next-seqRestart {
-			if q.on {
-				s.log.WithFields(map[string]any{"seq": n, "expected": q.next}).Info("the client started numbering again")
-			}
-			q.on, q.next = true, n
-			clear(q.skipped)
-		}
-		switch {
-		case n < q.next:
-			late := q.skipped[n]
+		if aheadOf != 0 && q.t.gen != aheadOf {
 			s.mu.Unlock()
-			if late {
-				return SeqResult{}, fmt.Errorf("%w (seq %d)", ErrSeqLate, n)
-			}
+			return SeqResult{}, fmt.Errorf("%w (seq %d: a new recording began while it waited)", ErrSeqLate, c.n)
+		}
+		act := q.t.decide(c)
+		switch {
+		case act == seqDuplicate:
+			s.mu.Unlock()
 			return SeqResult{Duplicate: true}, nil
-		case n == q.next && !q.busy:
+		case act == seqLate:
+			s.mu.Unlock()
+			return SeqResult{}, fmt.Errorf("%w (seq %d, expected %d)", ErrSeqLate, c.n, q.t.next)
+		case act == seqConflict:
+			s.mu.Unlock()
+			return SeqResult{}, fmt.Errorf("%w (seq %d)", ErrSeqConflict, c.n)
+		case (act == seqWrite || act == seqNew) && !q.busy:
+			if act == seqNew {
+				if q.t.on {
+					s.log.WithFields(map[string]any{"seq": c.n, "expected": q.t.next, "rec": c.rec}).Info("the client started a new recording")
+				}
+				q.t.start(c)
+			}
 			q.busy = true
 			s.mu.Unlock()
 			res, err := s.write(ctx, src, p, true)
 			s.mu.Lock()
 			q.busy = false
 			if err == nil {
-				q.next = n + 1
-				for k := range q.skipped {
-					if k < q.next-seqRestart {
-						delete(q.skipped, k)
-					}
-				}
+				q.t.written(c)
 			}
 			s.seqChangedLocked()
 			s.mu.Unlock()
 			return SeqResult{Result: res}, err
-		case n > q.next && !q.busy && !time.Now().Before(deadline):
-			s.log.WithFields(map[string]any{"seq": n, "missing_from": q.next}).Warnf("chunks missing after %s; going on without them", wait)
-			for k := q.next; k < n && k < q.next+seqRestart; k++ {
-				q.skipped[k] = true
-			}
-			q.next = n
+		case act == seqAhead && !q.busy && expired:
+			s.log.WithFields(map[string]any{"seq": c.n, "missing_from": q.t.next}).Warnf("chunks missing after %s; going on without them", s.cfg.SeqWait)
+			q.t.skipTo(c.n)
 			s.seqChangedLocked()
 			s.mu.Unlock()
 			continue
+		case act == seqAhead && aheadOf == 0:
+			aheadOf = q.t.gen
 		}
 		changed := q.changed
+		q.waiters++
 		s.mu.Unlock()
-		var expire <-chan time.Time // nil once the deadline passed: wait for the writer
-		if d := time.Until(deadline); d > 0 {
-			timer := time.NewTimer(d)
-			defer timer.Stop()
-			expire = timer.C
-		}
+		var err error
 		select {
 		case <-changed:
 		case <-expire:
+			expire, expired = nil, true
 		case <-ctx.Done():
-			return SeqResult{}, ctx.Err()
+			err = ctx.Err()
 		case <-s.endReq:
-			return SeqResult{}, errEnded
+			err = errEnded
+		}
+		s.mu.Lock()
+		q.waiters--
+		s.mu.Unlock()
+		if err != nil {
+			return SeqResult{}, err
 		}
 	}
 }

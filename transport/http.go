@@ -13,6 +13,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -189,13 +190,14 @@ func status(err error) (int, string) {
 		return http.StatusNotFound, err.Error()
 	case errors.As(err, new(*rateLimited)):
 		return http.StatusTooManyRequests, err.Error()
-	case errors.Is(err, errNoID), errors.Is(err, errEmptyBody), errors.Is(err, session.ErrInvalidID):
+	case errors.Is(err, errNoID), errors.Is(err, errEmptyBody), errors.Is(err, session.ErrInvalidID), errors.Is(err, session.ErrSeqRange):
 		return http.StatusBadRequest, err.Error()
 	case errors.As(err, &be):
 		return http.StatusBadRequest, be.Error()
 	case errors.As(err, &mbe):
 		return http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", mbe.Limit)
-	case errors.Is(err, session.ErrBusy), errors.Is(err, session.ErrSeqLate), errors.Is(err, session.ErrFormat):
+	case errors.Is(err, session.ErrBusy), errors.Is(err, session.ErrSeqLate), errors.Is(err, session.ErrSeqConflict),
+		errors.Is(err, session.ErrFormat):
 		return http.StatusConflict, err.Error()
 	case errors.Is(err, session.ErrNotMP3):
 		return http.StatusUnsupportedMediaType, err.Error()
@@ -303,7 +305,12 @@ func (s *Server) handleBase64(w http.ResponseWriter, r *http.Request) error {
 		w.Header().Set("Allow", "POST")
 		return errMethod
 	}
-	id := r.URL.Query().Get("id")
+	q := r.URL.Query()
+	id := q.Get("id")
+	numbered, err := seqParams(q)
+	if err != nil {
+		return err
+	}
 	if err := s.admit(r, id); err != nil {
 		return err
 	}
@@ -313,7 +320,7 @@ func (s *Server) handleBase64(w http.ResponseWriter, r *http.Request) error {
 	buf.Reset()
 	body := http.MaxBytesReader(w, r.Body, s.cfg.MaxBody)
 	dec := s.decoders.Get().(*b64Decoder)
-	err := dec.decode(buf, body)
+	err = dec.decode(buf, body)
 	s.decoders.Put(dec)
 	if err != nil {
 		if be := base64Problem(err); be != nil {
@@ -325,28 +332,47 @@ func (s *Server) handleBase64(w http.ResponseWriter, r *http.Request) error {
 		return errEmptyBody
 	}
 	src := session.Source{Transport: "base64", Remote: r.RemoteAddr}
-	var extra map[string]any
-	if v := r.URL.Query().Get("seq"); v != "" {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || n < 0 {
-			return &badRequest{"seq must be a whole number from 0 up"}
-		}
-		res, err := s.reg.WriteSeq(r.Context(), id, src, n, buf.Bytes())
-		if err != nil {
+	end := q.Get("end") == "1"
+	if numbered == nil {
+		if _, err := s.reg.Write(r.Context(), id, src, buf.Bytes()); err != nil {
 			return err
 		}
-		extra = map[string]any{"seq": n}
-		if res.Duplicate {
-			extra["duplicate"] = true
+		if end {
+			s.reg.End(id, session.CauseClient) // the client's last chunk: flush and close the publish now
 		}
-	} else if _, err := s.reg.Write(r.Context(), id, src, buf.Bytes()); err != nil {
+		s.reply(w, r, http.StatusOK, "ok", nil)
+		return nil
+	}
+	numbered.End = end // the registry ends the stream and remembers it, for a retry
+	res, err := s.reg.WriteSeq(r.Context(), id, src, *numbered, buf.Bytes())
+	if err != nil {
 		return err
 	}
-	if r.URL.Query().Get("end") == "1" {
-		s.reg.End(id, session.CauseClient) // the client's last chunk: flush and close the publish now
+	extra := map[string]any{"seq": numbered.Seq}
+	if res.Duplicate {
+		extra["duplicate"] = true
 	}
 	s.reply(w, r, http.StatusOK, "ok", extra)
 	return nil
+}
+
+// seqParams reads a numbered chunk's seq and rec; nil if it has no seq.
+func seqParams(q url.Values) (*session.SeqChunk, error) {
+	v, rec := q.Get("seq"), q.Get("rec")
+	if v == "" {
+		if rec != "" {
+			return nil, &badRequest{"rec needs seq: it names the recording a numbered chunk belongs to"}
+		}
+		return nil, nil
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 || n > session.MaxSeq {
+		return nil, session.ErrSeqRange
+	}
+	if rec != "" && !session.ValidID(rec) {
+		return nil, &badRequest{"rec must be 1 to 64 characters from A-Z a-z 0-9 _ -"}
+	}
+	return &session.SeqChunk{Seq: n, Rec: rec}, nil
 }
 
 // putBuf returns a buffer to the pool unless it grew past the usual chunk
