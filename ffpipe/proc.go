@@ -118,6 +118,7 @@ type Proc struct {
 	loaded sync.Once     // gives back the start slot, then lowers the priority
 	nice   int           // Config.Nice
 	slots  chan struct{} // the start slots it holds one of
+	conn   connFinder    // which socket is ffmpeg's output connection
 
 	mu       sync.Mutex // guards the fields below
 	tail     []string
