@@ -62,6 +62,11 @@ func (p *Proc) Conn() (ConnState, error) {
 		if err != nil {
 			return ConnState{}, err
 		}
+		select {
+		case <-p.done:
+			return ConnState{}, ErrNoConn // what was read may be another process's
+		default:
+		}
 		f.tuple, f.found = t, true
 	}
 	own, err := diagLookup(f.tuple)

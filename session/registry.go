@@ -24,7 +24,6 @@ type Registry struct {
 	// ending ones no longer in sessions; wg counts the same.
 	running  map[*Session]struct{}
 	wg       sync.WaitGroup
-	probe    *prober
 	draining atomic.Bool
 	ended    endedSeqs // numbering of streams ended by their clients
 }
@@ -37,7 +36,6 @@ func NewRegistry(cfg Config, log *logrus.Entry) *Registry {
 		sessions: make(map[string]*Session),
 		claims:   make(map[string]*Publisher),
 		running:  make(map[*Session]struct{}),
-		probe:    newProber(cfg.withDefaults().StallTimeout),
 	}
 }
 
@@ -191,7 +189,7 @@ func (r *Registry) acquire(id string, pub *Publisher) (*Session, error) {
 	if r.cfg.MaxSessions > 0 && len(r.sessions) >= r.cfg.MaxSessions {
 		return nil, ErrAtCapacity
 	}
-	s := newSession(id, cfg, r.log, r.probe, &r.draining)
+	s := newSession(id, cfg, r.log, &r.draining)
 	r.sessions[id] = s
 	r.ended.forget(id)
 	r.cfg.Observer.SessionStarted()
@@ -309,7 +307,6 @@ func (r *Registry) Close(ctx context.Context) error {
 	}
 	finished := make(chan struct{})
 	go func() { r.wg.Wait(); close(finished) }()
-	defer r.probe.close()
 	select {
 	case <-finished:
 		return nil

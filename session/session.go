@@ -203,7 +203,7 @@ type Info struct {
 	PID       int           `json:"pid,omitempty"`
 	FFmpeg    string        `json:"ffmpeg"`              // not started, starting, publishing, restarting, exited
 	Restarts  int           `json:"restarts"`            // ffmpeg restarts after failures
-	Upstream  string        `json:"upstream,omitempty"`  // "not answering": the RTMP server does not answer new connections
+	Upstream  string        `json:"upstream,omitempty"`  // "not answering": the RTMP server stopped reading ffmpeg's connection
 	Buffered  int           `json:"buffered_bytes"`      // held while ffmpeg restarts
 	Dropped   int64         `json:"dropped_bytes"`       // accepted but never delivered (lost in a dead ffmpeg)
 	Silence   float64       `json:"silence_seconds"`     // gap fill fed
@@ -229,9 +229,7 @@ type Session struct {
 	cfg      Config
 	log      *logrus.Entry
 	started  time.Time
-	probe    *prober      // tells whether the RTMP server answers
 	draining *atomic.Bool // the registry is draining (see Registry.Drain)
-	rtmpHost string       // host:port the publish goes to; "" if not rtmp://
 
 	// wsem is the writer lock: one writer to stdin at a time. A channel
 	// so waiters can give up, and because blocked senders queue in order.
@@ -293,14 +291,12 @@ type Session struct {
 	killedWhy string
 	silence   time.Duration // fed by gap fill
 	seq       seqState
-	upstream  string // "not answering" while the RTMP server does not answer probes
+	upstream  string // upstreamStalled while the RTMP server does not read
 }
 
-func newSession(id string, cfg Config, log *logrus.Entry, probe *prober, draining *atomic.Bool) *Session {
+func newSession(id string, cfg Config, log *logrus.Entry, draining *atomic.Bool) *Session {
 	s := &Session{
-		probe:    probe,
 		draining: draining,
-		rtmpHost: rtmpHostPort(Target(cfg.RTMPBase, id)),
 		id:       id,
 		cfg:      cfg,
 		log:      log.WithField("id", id),
@@ -1217,19 +1213,10 @@ func (s *Session) procFailure(proc *ffpipe.Proc) error {
 	return err
 }
 
-// stallWatch is run's memory of the current ffmpeg's output progress.
-type stallWatch struct {
-	proc         *ffpipe.Proc
-	out          time.Duration // latest output time
-	advance      time.Time     // when out last grew
-	upstreamDown bool          // the RTMP server's stall was reported
-	published    bool          // proc's output is open: the stall clock runs
-}
-
-// checkStall restarts an ffmpeg whose output stopped advancing while input
-// kept arriving: an RTMP server that stopped reading. ffmpeg's stdin keeps
-// taking data from a stalled server for minutes, so only its progress
-// tells.
+// checkStall looks at the current ffmpeg's output and at its server's
+// reads (see stallWatch): an ffmpeg whose output stopped advancing while
+// input kept arriving is restarted; a server that stopped reading is
+// reported, and its return too.
 func (s *Session) checkStall(w *stallWatch, now time.Time) {
 	s.mu.Lock()
 	p, lastWrite := s.running, s.lastWrite
@@ -1237,54 +1224,27 @@ func (s *Session) checkStall(w *stallWatch, now time.Time) {
 	if p == nil {
 		return
 	}
-	published := false
-	select {
-	case <-p.Ready():
-		published = true
-	default:
+	o := lookAt(p, lastWrite, now)
+	if o.connErr != nil && !errors.Is(o.connErr, ffpipe.ErrNoConn) {
+		s.log.WithError(o.connErr).Debug("cannot read ffmpeg's connection state")
 	}
-	if p != w.proc {
-		*w = stallWatch{proc: p, advance: now, upstreamDown: w.upstreamDown}
-	}
-	if published && !w.published {
-		// The clock starts at the publish: a start slowed by a busy
-		// machine is not a stalled server.
-		w.published, w.advance = true, now
-	}
-	if pr := p.Progress(); pr.OutTime > w.out {
-		w.out, w.advance = pr.OutTime, now
-	}
-	if published {
-		s.checkUpstream(w, now)
-	}
-	if !published || !lastWrite.After(w.advance) || now.Sub(w.advance) < s.cfg.StallTimeout {
-		return
-	}
-	reason := fmt.Sprintf("ffmpeg's output has not advanced for %s while audio kept arriving: the RTMP server stopped reading", now.Sub(w.advance).Round(time.Second))
-	s.log.WithField("pid", p.Pid()).Warn(reason + "; restarting ffmpeg")
-	w.advance = now // one kill per stall
-	s.killOnPurpose(p, reason)
-}
-
-// checkUpstream reports an RTMP server that stopped answering (see
-// prober) and its return, once each.
-func (s *Session) checkUpstream(w *stallWatch, now time.Time) {
-	stalled := s.probe.stalledFor(s.rtmpHost, now)
+	v := w.observe(o, s.cfg.StallTimeout)
 	switch {
-	case stalled >= s.cfg.StallTimeout && !w.upstreamDown:
-		w.upstreamDown = true
-		reason := fmt.Sprintf("the RTMP server at %s has not answered new connections for %s: it is stalled; the publish is kept and its audio waits in TCP buffers", s.rtmpHost, stalled.Round(time.Second))
-		s.log.Warn(reason)
+	case v.stalled != "":
+		s.log.Warn(v.stalled)
 		s.mu.Lock()
-		s.upstream = "not answering"
-		s.err = &UpstreamError{Reason: reason}
+		s.upstream = upstreamStalled
+		s.err = &UpstreamError{Reason: v.stalled}
 		s.mu.Unlock()
-	case stalled == 0 && w.upstreamDown:
-		w.upstreamDown = false
-		s.log.WithField("rtmp", s.rtmpHost).Info("the RTMP server answers again")
+	case v.reads:
+		s.log.Info("the RTMP server reads again")
 		s.mu.Lock()
 		s.upstream = ""
 		s.mu.Unlock()
+	}
+	if v.restart != "" {
+		s.log.WithField("pid", p.Pid()).Warn(v.restart + "; restarting ffmpeg")
+		s.killOnPurpose(p, v.restart)
 	}
 }
 

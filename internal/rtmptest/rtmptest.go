@@ -198,6 +198,12 @@ func (s *Server) PublishCounts() map[string]int {
 
 var publishRE = regexp.MustCompile(`publish: name='([^']*)' `)
 
+// ConnectionCount is how many connections nginx accepted, publishes or not,
+// including the one Start made to see it listening.
+func (s *Server) ConnectionCount() int {
+	return strings.Count(s.ErrorLog(), " client connected '")
+}
+
 // PID is nginx's master process (its worker is a child of it).
 func (s *Server) PID() int { return s.cmd.Process.Pid }
 
