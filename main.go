@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"ffmpeg-publisher/ffpipe"
+	"ffmpeg-publisher/internal/redact"
 	"ffmpeg-publisher/metrics"
 	"ffmpeg-publisher/session"
 	"ffmpeg-publisher/transport"
@@ -222,9 +223,8 @@ func serve(ctx context.Context, cfg Config, ln net.Listener, log *logrus.Entry) 
 	}
 	bufBytes, bufAudio, _ := parseBuffer(cfg.Buffer)
 	mets := metrics.New()
-	if cfg.MaxStarting > 0 {
-		ffpipe.SetMaxStarting(cfg.MaxStarting)
-	}
+	launcher := ffpipe.NewLauncher(cfg.MaxStarting)
+	defer launcher.Close() // after reg.Close: every ffmpeg has ended
 	reg := session.NewRegistry(session.Config{
 		Observer: mets,
 		FFmpeg: ffpipe.Config{
@@ -232,6 +232,7 @@ func serve(ctx context.Context, cfg Config, ln net.Listener, log *logrus.Entry) 
 			AudioCodec:   cfg.AudioCodec,
 			AudioBitrate: cfg.AudioBitrate,
 			Nice:         cfg.FFmpegNice,
+			Launcher:     launcher,
 		},
 		RTMPBase:     cfg.RTMP,
 		IdleTimeout:  cfg.IdleTimeout,
@@ -279,7 +280,7 @@ func serve(ctx context.Context, cfg Config, ln net.Listener, log *logrus.Entry) 
 		ErrorLog:          nil,
 	}
 	log.WithFields(logrus.Fields{
-		"listen": ln.Addr().String(), "rtmp": session.RedactURL(cfg.RTMP), "ffmpeg": ffmpegPath, "version": version,
+		"listen": ln.Addr().String(), "rtmp": redact.URL(session.Target(cfg.RTMP, "{id}"), "{id}"), "ffmpeg": ffmpegPath, "version": version,
 	}).Info("ffmpeg-publisher listening")
 
 	serveErr := make(chan error, 1)

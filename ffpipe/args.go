@@ -10,9 +10,13 @@
 //     or it exited 255 after our own SIGINT;
 //   - *ExitError: anything else, carrying ffmpeg's last stderr lines.
 //
+// ffmpeg names its target URL in its output; every line is redacted as it
+// is read (internal/redact), so the stored lines, the logs and the errors
+// built from them never hold the target's secrets.
+//
 // The child runs in its own process group, is sent SIGKILL by the kernel if
-// the parent dies (Pdeathsig), and Stop always ends in SIGKILL so a stop can
-// never hang.
+// the parent dies (Pdeathsig, see Launcher), and Stop always ends in SIGKILL
+// so a stop can never hang.
 package ffpipe
 
 import (
@@ -39,6 +43,14 @@ type Config struct {
 	OutputFormat string
 	// Target is the output URL, e.g. rtmp://host/app/id.
 	Target string
+	// LiveID is the live ID in Target's path: logs and errors show Target
+	// up to it, the rest, its userinfo and its query hidden. "" means
+	// Target's last path segment.
+	LiveID string
+	// Launcher forks ffmpeg and bounds how many load at once. nil means no
+	// bound, and a fork from the caller's thread: Pdeathsig then fires if
+	// that thread ends, as one locked by an exited goroutine does.
+	Launcher *Launcher
 	// ExtraEnv is appended to the child's environment (tests use it to
 	// steer a fake ffmpeg).
 	ExtraEnv []string

@@ -3,6 +3,7 @@ package ffpipe
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +14,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"ffmpeg-publisher/internal/redact"
 
 	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
@@ -31,73 +34,6 @@ const (
 	tailLines = 20
 )
 
-// ExitError is how an ffmpeg that did not stop cleanly ended.
-type ExitError struct {
-	State *os.ProcessState // nil if the process could not be waited for
-	Tail  []string         // ffmpeg's last stderr lines, oldest first
-}
-
-func (e *ExitError) Error() string {
-	how := "ffmpeg exited"
-	if e.State != nil {
-		if ws, ok := e.State.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			how = "ffmpeg was killed (" + ws.Signal().String() + ")"
-		} else {
-			how = "ffmpeg exited with status " + strconv.Itoa(e.State.ExitCode())
-		}
-	}
-	if r := Reason(e.Tail); r != "" {
-		return how + ": " + r
-	}
-	return how
-}
-
-// ExitCause names how a process ended, for metrics: "clean" (err is nil),
-// "killed" (by a signal) or "error" (a non-zero exit status).
-func ExitCause(err error) string {
-	var ee *ExitError
-	switch {
-	case err == nil:
-		return "clean"
-	case errors.As(err, &ee) && ee.State != nil:
-		if ws, ok := ee.State.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			return "killed"
-		}
-	}
-	return "error"
-}
-
-// Reason picks the lines of an ffmpeg stderr tail that explain a failure:
-// the error and fatal lines, or the last line if there are none.
-func Reason(tail []string) string {
-	var picked []string
-	for _, l := range tail {
-		if strings.Contains(l, "[error]") || strings.Contains(l, "[fatal]") {
-			picked = append(picked, cleanLine(l))
-		}
-	}
-	if len(picked) == 0 && len(tail) > 0 {
-		picked = append(picked, cleanLine(tail[len(tail)-1]))
-	}
-	if len(picked) > 3 {
-		picked = picked[len(picked)-3:]
-	}
-	return strings.Join(picked, "; ")
-}
-
-// cleanLine drops ffmpeg's "[component @ 0xADDR] [level] " prefixes, which
-// mean nothing to a client.
-func cleanLine(l string) string {
-	for strings.HasPrefix(l, "[") {
-		end := strings.Index(l, "] ")
-		if end < 0 {
-			break
-		}
-		l = l[end+2:]
-	}
-	return strings.TrimSpace(l)
-}
-
 // Progress is ffmpeg's latest -progress report.
 type Progress struct {
 	At        time.Time     // when the report was read; zero before the first
@@ -109,9 +45,10 @@ type Progress struct {
 // Proc is one running ffmpeg. Its methods are safe for concurrent use, but
 // Write must be called by one goroutine at a time (the session's writer).
 type Proc struct {
-	cmd   *exec.Cmd
-	stdin *os.File
-	log   *logrus.Entry
+	cmd    *exec.Cmd
+	stdin  *os.File
+	log    *logrus.Entry
+	redact *redact.Target // hides the target's secrets in ffmpeg's words
 
 	ready  chan struct{} // closed at the first progress report
 	done   chan struct{} // closed after Wait returned
@@ -125,116 +62,42 @@ type Proc struct {
 	progress Progress
 	err      error // set before done is closed
 	stopping bool  // SIGINT was sent by us
+	exited   bool  // the process has exited: its PID must not be signalled
 }
-
-// starting admits ffmpegs to their start, one per core. Debian's ffmpeg
-// links 215 shared libraries and binds every symbol at load (BIND_NOW): a
-// start costs 100-200 ms of CPU before ffmpeg runs a line of its own, more
-// when many load together. A herd of starts (clients reconnecting after a
-// network blip, every stream republishing after the RTMP server's restart)
-// starved the running streams and one another: measured on 2 cores, 100
-// WebSocket streams starting at once, the slowest ffmpegs took 10 s to
-// read their input, the write timeout killed them, they started again, and
-// 3% of the audio arrived. In line, the same herd delivered 100% of the
-// audio with one publish per stream (the late streams catch up on what
-// their clients sent meanwhile). One slot per two cores delivered it too,
-// but with streams starting 6 per second the line grew: starts then took
-// ~1 s to reach a subscriber instead of ~0.25 s.
-// nil (the default) admits every start at once; SetMaxStarting sets it.
-var starting chan struct{}
-
-// SetMaxStarting bounds the ffmpegs loading at once to n (0: no bound).
-// Call it before the first Start. Off by default: with many streams
-// starting under test load (the race detector, 16 parallel tests) the
-// line made restarts seconds late.
-func SetMaxStarting(n int) {
-	if n <= 0 {
-		starting = nil
-		return
-	}
-	starting = make(chan struct{}, n)
-}
-
-// loadedAfter gives the start slot back even if ffmpeg stays silent
-// (nothing on stderr, no progress): a start is never held up longer. A
-// variable for tests.
-var loadedAfter = time.Second
 
 // Start launches ffmpeg for cfg. It returns an error only if the process
-// could not be started at all (binary missing, no file descriptors).
+// could not be started at all (binary missing, no file descriptors), or if
+// ctx ended or cfg.Launcher was closed while it waited for a start slot.
 //
 // With cfg.Nice, ffmpeg runs niced under SCHED_BATCH once it has loaded
-// (see hasLoaded): a batch task does not preempt the task that woke it.
-// Writing a chunk into ffmpeg's stdin wakes ffmpeg, and on a busy machine
-// ffmpeg then took the CPU from the writer for its decode and encode
-// before the chunk could be acknowledged. Measured on 2 cores with nice
-// 10: 20 streams of 100 ms POSTs, stdin writes over 0.8 ms 2.3% → 0.6%,
-// ack p99 (after a stream's first) 10.3 → 5.3 ms at the client; but 100
-// WebSocket streams, steady lag p99 0.16 s → 11-17 s and ffmpeg CPU
-// 107% → 131%: the encoders, delayed, fell behind. Hence off by default.
+// (see hasLoaded): a batch task does not preempt the task that woke it, so
+// a chunk written to stdin is acknowledged before ffmpeg encodes it. Off by
+// default: with many streams the delayed encoders fell behind
+// (BENCHMARKS.md).
 //
-// Start waits while as many ffmpegs as there are cores are loading (see
-// starting); an ffmpeg has loaded once it writes to stderr or reports
-// progress, exits, or after loadedAfter.
-func Start(cfg Config, log *logrus.Entry) (*Proc, error) {
-	if starting == nil {
-		return start(cfg, log, nil) // hasLoaded still lowers it once loaded
-	}
-	slots := starting
-	queued := time.Now()
-	slots <- struct{}{}
-	p, err := start(cfg, log, slots)
+// With a bounded cfg.Launcher, Start waits while its slots are held by
+// ffmpegs still loading; an ffmpeg has loaded once it writes to stderr or
+// reports progress, exits, or after a second.
+func Start(ctx context.Context, cfg Config, log *logrus.Entry) (*Proc, error) {
+	l := cfg.Launcher
+	slots, waited, err := l.acquire(ctx)
 	if err != nil {
-		<-slots
 		return nil, err
 	}
-	if waited := time.Since(queued); waited >= time.Second {
-		p.log.WithField("waited", waited.Round(time.Millisecond)).Info("ffmpeg started late: many streams are starting at once")
+	p, err := start(cfg, log, slots)
+	if err != nil {
+		if slots != nil {
+			<-slots
+		}
+		return nil, err
 	}
-	t := time.AfterFunc(loadedAfter, p.hasLoaded)
-	go func() {
-		<-p.done
-		t.Stop()
-		p.hasLoaded()
-	}()
+	if slots != nil {
+		if waited >= time.Second {
+			p.log.WithField("waited", waited.Round(time.Millisecond)).Info("ffmpeg started late: many streams are starting at once")
+		}
+		l.watchLoad(p)
+	}
 	return p, nil
-}
-
-// hasLoaded gives back p's start slot and lowers its priority, once. A
-// start runs at the server's priority, ahead of the encoders already
-// running: niced, with 90 streams running, loads grew long enough that
-// late streams started seconds behind their clients.
-func (p *Proc) hasLoaded() {
-	p.loaded.Do(func() {
-		if p.slots != nil {
-			<-p.slots
-		}
-		p.lower()
-	})
-}
-
-func (p *Proc) lower() {
-	if p.nice > 0 {
-		p.deprioritize()
-	}
-}
-
-// deprioritize runs every thread of ffmpeg niced under SCHED_BATCH; threads
-// it makes later inherit this.
-func (p *Proc) deprioritize() {
-	pid := p.cmd.Process.Pid
-	tids, _ := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task")
-	for _, t := range tids {
-		tid, err := strconv.Atoi(t.Name())
-		if err != nil {
-			continue
-		}
-		err = unix.SchedSetAttr(tid, &unix.SchedAttr{Policy: unix.SCHED_BATCH, Nice: int32(p.nice)}, 0)
-		if err != nil && !errors.Is(err, unix.ESRCH) {
-			p.log.WithError(err).Warn("cannot lower ffmpeg's scheduling priority")
-			return
-		}
-	}
 }
 
 func start(cfg Config, log *logrus.Entry, slots chan struct{}) (*Proc, error) {
@@ -263,7 +126,7 @@ func start(cfg Config, log *logrus.Entry, slots chan struct{}) (*Proc, error) {
 		Setpgid:   true,            // so Stop can signal ffmpeg and anything it spawned
 		Pdeathsig: syscall.SIGKILL, // no orphan publishing if we die
 	}
-	if err := cmd.Start(); err != nil {
+	if err := cfg.Launcher.start(cmd); err != nil {
 		closeAll(stdinR, stdinW, progR, progW, errR, errW)
 		return nil, fmt.Errorf("start %s: %w", cfg.binary(), err)
 	}
@@ -272,15 +135,16 @@ func start(cfg Config, log *logrus.Entry, slots chan struct{}) (*Proc, error) {
 	closeAll(stdinR, progW, errW)
 
 	p := &Proc{
-		cmd:   cmd,
-		stdin: stdinW,
-		log:   log.WithField("pid", cmd.Process.Pid),
-		ready: make(chan struct{}),
-		done:  make(chan struct{}),
-		nice:  cfg.Nice,
-		slots: slots,
+		cmd:    cmd,
+		stdin:  stdinW,
+		log:    log.WithField("pid", cmd.Process.Pid),
+		redact: redact.New(cfg.Target, cfg.LiveID),
+		ready:  make(chan struct{}),
+		done:   make(chan struct{}),
+		nice:   cfg.Nice,
+		slots:  slots,
 	}
-	p.log.WithField("cmd", CommandLine(cfg)).Debug("ffmpeg started")
+	p.log.WithField("cmd", p.redact.Line(CommandLine(cfg))).Debug("ffmpeg started")
 
 	var readers sync.WaitGroup
 	readers.Add(2)
@@ -298,8 +162,16 @@ func closeAll(files ...*os.File) {
 
 // wait reaps the process exactly once, after both pipe readers reached EOF
 // (os/exec: Wait before the readers finish would lose ffmpeg's last words).
+// It first waits for the exit without reaping and marks it under mu: until
+// reaped the PID cannot be reused, so signalGroup never hits a stranger.
 func (p *Proc) wait(readers *sync.WaitGroup) {
 	readers.Wait()
+	var info unix.Siginfo
+	for unix.Waitid(unix.P_PID, p.cmd.Process.Pid, &info, unix.WEXITED|unix.WNOWAIT, nil) == unix.EINTR {
+	}
+	p.mu.Lock()
+	p.exited = true
+	p.mu.Unlock()
 	waitErr := p.cmd.Wait()
 	p.stdin.Close() // further writes fail with os.ErrClosed, not EPIPE races
 
@@ -341,7 +213,7 @@ func (p *Proc) readStderr(r io.ReadCloser) {
 	sc.Buffer(make([]byte, 4096), 64*1024)
 	sc.Split(splitCRLF)
 	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
+		line := p.redact.Line(strings.TrimSpace(sc.Text()))
 		if line == "" {
 			continue
 		}
@@ -415,7 +287,7 @@ func (p *Proc) Err() error {
 	return p.err
 }
 
-// Tail returns ffmpeg's last stderr lines, oldest first.
+// Tail returns ffmpeg's last stderr lines, oldest first, redacted.
 func (p *Proc) Tail() []string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -491,10 +363,10 @@ func (p *Proc) Stop(flushGrace time.Duration) error {
 func (p *Proc) Kill() { p.signalGroup(syscall.SIGKILL) }
 
 func (p *Proc) signalGroup(sig syscall.Signal) {
-	select {
-	case <-p.done:
-		return // reaped: the pid may belong to someone else now
-	default:
+	p.mu.Lock() // held until the signal is sent: wait reaps only after exited is set
+	defer p.mu.Unlock()
+	if p.exited {
+		return
 	}
 	// Negative pid: the whole group created by Setpgid.
 	if err := syscall.Kill(-p.cmd.Process.Pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {

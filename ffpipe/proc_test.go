@@ -2,12 +2,14 @@ package ffpipe
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -103,7 +105,7 @@ func TestReason(t *testing.T) {
 
 func TestStdinReachesFFmpegAndStopIsClean(t *testing.T) {
 	cfg, dir := fake(t, fakeffmpeg.Normal)
-	p, err := Start(cfg, quietLog())
+	p, err := Start(t.Context(), cfg, quietLog())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +139,7 @@ func TestStdinReachesFFmpegAndStopIsClean(t *testing.T) {
 
 func TestFailureCarriesFFmpegsReason(t *testing.T) {
 	cfg, _ := fake(t, fakeffmpeg.Fail)
-	p, err := Start(cfg, quietLog())
+	p, err := Start(t.Context(), cfg, quietLog())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,7 +161,7 @@ func TestFailureCarriesFFmpegsReason(t *testing.T) {
 
 func TestStopKillsAnFFmpegThatIgnoresEOFAndSIGINT(t *testing.T) {
 	cfg, _ := fake(t, fakeffmpeg.IgnoreInt)
-	p, err := Start(cfg, quietLog())
+	p, err := Start(t.Context(), cfg, quietLog())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +178,7 @@ func TestStopKillsAnFFmpegThatIgnoresEOFAndSIGINT(t *testing.T) {
 
 func TestWriteDeadlineWhenFFmpegStopsReading(t *testing.T) {
 	cfg, _ := fake(t, fakeffmpeg.NoRead)
-	p, err := Start(cfg, quietLog())
+	p, err := Start(t.Context(), cfg, quietLog())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +191,7 @@ func TestWriteDeadlineWhenFFmpegStopsReading(t *testing.T) {
 }
 
 func TestStartMissingBinary(t *testing.T) {
-	_, err := Start(Config{Binary: filepath.Join(t.TempDir(), "no-ffmpeg"), Target: "x"}, quietLog())
+	_, err := Start(t.Context(), Config{Binary: filepath.Join(t.TempDir(), "no-ffmpeg"), Target: "x"}, quietLog())
 	if err == nil {
 		t.Fatal("Start of a missing binary succeeded")
 	}
@@ -213,7 +215,7 @@ func TestRealFFmpegWritesAAC(t *testing.T) {
 	}
 	data, _ := os.ReadFile(mp3)
 	out := filepath.Join(dir, "out.flv")
-	p, err := Start(Config{Binary: ffmpeg, Target: out}, quietLog())
+	p, err := Start(t.Context(), Config{Binary: ffmpeg, Target: out}, quietLog())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -236,11 +238,11 @@ func TestRealFFmpegWritesAAC(t *testing.T) {
 // A start waits while every start slot is held by an ffmpeg still loading,
 // and goes on once one of them has loaded (its first words on stderr).
 func TestStartWaitsForLoadingFFmpegs(t *testing.T) {
-	defer func(d time.Duration) { loadedAfter = d }(loadedAfter)
-	loadedAfter = time.Minute // only the fakes' words give slots back
-	SetMaxStarting(2)
-	defer SetMaxStarting(0)
+	l := NewLauncher(2)
+	defer l.Close()
+	l.loadedAfter = time.Minute // only the fakes' words give slots back
 	slow, _ := fake(t, fakeffmpeg.SlowStart)
+	slow.Launcher = l
 	var procs []*Proc
 	defer func() {
 		for _, p := range procs {
@@ -248,17 +250,18 @@ func TestStartWaitsForLoadingFFmpegs(t *testing.T) {
 			waitDone(t, p)
 		}
 	}()
-	for range cap(starting) {
-		p, err := Start(slow, quietLog())
+	for range cap(l.slots) {
+		p, err := Start(t.Context(), slow, quietLog())
 		if err != nil {
 			t.Fatal(err)
 		}
 		procs = append(procs, p)
 	}
 	normal, _ := fake(t, fakeffmpeg.Normal)
+	normal.Launcher = l
 	got := make(chan *Proc, 1)
 	go func() {
-		p, err := Start(normal, quietLog())
+		p, err := Start(context.Background(), normal, quietLog())
 		if err != nil {
 			t.Error(err)
 		}
@@ -278,10 +281,38 @@ func TestStartWaitsForLoadingFFmpegs(t *testing.T) {
 	}
 }
 
+// The wait for a start slot ends with its context (a stream that ends
+// while in line) or with its Launcher.
+func TestStartSlotWaitIsCancellable(t *testing.T) {
+	l := NewLauncher(1)
+	defer l.Close()
+	l.slots <- struct{}{} // a start still loading holds the only slot
+	cfg, _ := fake(t, fakeffmpeg.Normal)
+	cfg.Launcher = l
+	ctx, cancel := context.WithCancel(t.Context())
+	errc := make(chan error, 1)
+	go func() {
+		_, err := Start(ctx, cfg, quietLog())
+		errc <- err
+	}()
+	cancel()
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		t.Errorf("Start after cancel = %v, want context.Canceled", err)
+	}
+	go func() {
+		_, err := Start(t.Context(), cfg, quietLog())
+		errc <- err
+	}()
+	l.Close()
+	if err := <-errc; !errors.Is(err, ErrLauncherClosed) {
+		t.Errorf("Start after Close = %v, want ErrLauncherClosed", err)
+	}
+}
+
 func TestNiceRunsFFmpegAsABatchTask(t *testing.T) {
 	cfg, _ := fake(t, fakeffmpeg.Normal)
 	cfg.Nice = 7
-	p, err := Start(cfg, quietLog())
+	p, err := Start(t.Context(), cfg, quietLog())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -300,4 +331,104 @@ func TestNiceRunsFFmpegAsABatchTask(t *testing.T) {
 		}
 	}
 	t.Errorf("ffmpeg runs with policy %d nice %d, want SCHED_BATCH (%d) nice 7", attr.Policy, attr.Nice, unix.SCHED_BATCH)
+}
+
+// Every line ffmpeg prints naming its target, and every error and log line
+// built from them, shows the target without its secrets.
+func TestFFmpegsWordsAreRedacted(t *testing.T) {
+	var logs bytes.Buffer
+	l := logrus.New()
+	l.SetOutput(&logs)
+	l.SetLevel(logrus.DebugLevel)
+	cfg, _ := fake(t, fakeffmpeg.Leak)
+	cfg.Target = "rtmp://user:pw0rd@127.0.0.1:1/live/abc/KEYSECRET?secret=hunter2"
+	cfg.LiveID = "abc"
+	p, err := Start(t.Context(), cfg, logrus.NewEntry(l))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitDone(t, p)
+	var ee *ExitError
+	if !errors.As(p.Err(), &ee) {
+		t.Fatalf("Err = %v, want *ExitError", p.Err())
+	}
+	texts := map[string]string{
+		"Err":  p.Err().Error(),
+		"Tail": strings.Join(p.Tail(), "\n"),
+		"log":  logs.String(),
+	}
+	for name, text := range texts {
+		for _, secret := range []string{"hunter2", "KEYSECRET", "pw0rd", "user:"} {
+			if strings.Contains(text, secret) {
+				t.Errorf("%s holds %q:\n%s", name, secret, text)
+			}
+		}
+	}
+	const shown = "rtmp://…@127.0.0.1:1/live/abc…"
+	if !strings.Contains(texts["Err"], shown+": Connection reset by peer") {
+		t.Errorf("Err = %q, want the redacted target", texts["Err"])
+	}
+	for _, want := range []string{"fname = …", "publish command for '…'", "cmd=\"" + os.Args[0]} {
+		if !strings.Contains(texts["log"], want) {
+			t.Errorf("the debug log lacks %q:\n%s", want, texts["log"])
+		}
+	}
+}
+
+// ffmpeg is forked from the Launcher's own thread: a caller whose thread
+// ends (a goroutine that exits locked to it) does not take the child with
+// it through Pdeathsig.
+func TestChildOutlivesTheThreadThatStartedIt(t *testing.T) {
+	l := NewLauncher(0)
+	defer l.Close()
+	cfg, _ := fake(t, fakeffmpeg.Normal)
+	cfg.Launcher = l
+	type started struct {
+		p   *Proc
+		tid int
+		err error
+	}
+	var s started
+	for {
+		ch := make(chan started, 1)
+		go func() {
+			runtime.LockOSThread() // never unlocked: Go ends this thread with the goroutine
+			p, err := Start(t.Context(), cfg, quietLog())
+			ch <- started{p, unix.Gettid(), err}
+		}()
+		s = <-ch
+		if s.err != nil {
+			t.Fatal(s.err)
+		}
+		defer func(p *Proc) { p.Kill(); waitDone(t, p) }(s.p)
+		if s.tid != os.Getpid() {
+			break
+		}
+		// The main thread is kept by Go even then; try from another.
+	}
+	task := "/proc/self/task/" + strconv.Itoa(s.tid)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if _, err := os.Stat(task); errors.Is(err, os.ErrNotExist) {
+			break // the thread is gone: a Pdeathsig tied to it has fired
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the locked thread did not end with its goroutine")
+		}
+	}
+	// A SIGKILL sent at the thread's exit is acted on before the child
+	// runs again: a child that reads this and reports it is alive.
+	before := s.p.Progress().Reports
+	if _, err := s.p.Write([]byte("still there?")); err != nil {
+		t.Fatalf("write: %v (the child died with the thread)", err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); s.p.Progress().Reports == before; time.Sleep(10 * time.Millisecond) {
+		select {
+		case <-s.p.Done():
+			t.Fatalf("ffmpeg died with the thread that started it: %v", s.p.Err())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no progress after the write")
+		}
+	}
 }

@@ -35,6 +35,7 @@ import (
 	"time"
 
 	"ffmpeg-publisher/ffpipe"
+	"ffmpeg-publisher/internal/redact"
 
 	"github.com/sirupsen/logrus"
 )
@@ -870,13 +871,14 @@ func (s *Session) hold(data []byte, audio time.Duration) error {
 func (s *Session) startProc() error {
 	fc := s.cfg.FFmpeg
 	fc.Target = Target(s.cfg.RTMPBase, s.id)
+	fc.LiveID = s.id
 	if s.scan != nil {
 		fc.InputFormat = "flv" // MP3 frames in FLV tags: see flvFramer
 	}
 	if fc.AudioCodec == "copy" && !s.flvCarries() {
 		fc.AudioCodec = "aac"
 	}
-	proc, err := ffpipe.Start(fc, s.log)
+	proc, err := ffpipe.Start(context.TODO(), fc, s.log) // TODO: a context that ends with the stream
 	if err != nil {
 		s.log.WithError(err).Error("cannot start ffmpeg")
 		return &UpstreamError{Reason: err.Error()}
@@ -894,7 +896,7 @@ func (s *Session) startProc() error {
 	s.ffstate = "starting"
 	s.mu.Unlock()
 	if first {
-		s.log.WithFields(logrus.Fields{"pid": proc.Pid(), "target": RedactURL(fc.Target)}).Info("session started")
+		s.log.WithFields(logrus.Fields{"pid": proc.Pid(), "target": redact.URL(fc.Target, s.id)}).Info("session started")
 	}
 	go s.watch(proc)
 	return nil
@@ -1326,12 +1328,4 @@ func (s *Session) fillGap(now time.Time) (due time.Time) {
 	s.silence += time.Duration(n) * dur
 	s.mu.Unlock()
 	return s.clock0.Add(s.fed + s.cfg.GapFill + time.Millisecond)
-}
-
-// RedactURL hides a query string (RTMP servers often take a key there).
-func RedactURL(u string) string {
-	if i := strings.IndexByte(u, '?'); i >= 0 {
-		return u[:i] + "?REDACTED"
-	}
-	return u
 }

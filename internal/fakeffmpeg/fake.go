@@ -13,6 +13,7 @@ import (
 	"path"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -39,6 +40,10 @@ const (
 	// name, while a file called after the target with ".held" exists in
 	// the directory; then it behaves as Normal.
 	NameHeld = "name-held"
+	// Leak names its target URL in every form ffmpeg 5.1 prints it in
+	// (whole, as path, app and stream name, in the publish command), then
+	// fails as when the RTMP server closes the connection.
+	Leak = "leak"
 )
 
 // HoldName makes NameHeld fakes for name refused until release is called.
@@ -70,9 +75,10 @@ func OutputFiles(dir, name string) []string {
 }
 
 func run(args []string, dir, mode string) int {
-	target := "out"
+	target, url := "out", ""
 	if len(args) > 0 {
-		target = path.Base(args[len(args)-1])
+		url = args[len(args)-1]
+		target = path.Base(url)
 	}
 	progress := os.NewFile(3, "progress")
 	if mode == SlowStart {
@@ -88,6 +94,9 @@ func run(args []string, dir, mode string) int {
 			fmt.Fprintf(os.Stderr, "[error] %s: Operation not permitted\n", target)
 			return 1
 		}
+	case Leak:
+		leak(url)
+		return 1
 	case Fail:
 		fmt.Fprintf(os.Stderr, "[tcp @ 0x5555] [error] Connection to tcp://127.0.0.1:1 failed: Connection refused\n")
 		fmt.Fprintf(os.Stderr, "[error] %s: Connection refused\n", target)
@@ -180,4 +189,24 @@ func (u *flvUnwrapper) feed(p []byte) []byte {
 	}
 	u.pending = append(u.pending[:0:0], u.pending...)
 	return u.out
+}
+
+// leak prints the lines of a failed publish to url as ffmpeg 5.1 does at
+// -loglevel level+debug.
+func leak(url string) {
+	_, rest, _ := strings.Cut(url, "://")
+	pathQuery := ""
+	if i := strings.IndexByte(rest, '/'); i >= 0 {
+		pathQuery = rest[i:]
+	}
+	app, fname := strings.TrimPrefix(pathQuery, "/"), ""
+	if i := strings.LastIndexByte(strings.SplitN(app, "?", 2)[0], '/'); i >= 0 {
+		app, fname = app[:i], app[i+1:]
+	}
+	fmt.Fprintf(os.Stderr, "[debug] Opening an output file: %s.\n", url)
+	fmt.Fprintf(os.Stderr, "[rtmp @ 0x5555] [debug] Proto = rtmp, path = %s, app = %s, fname = %s\n", pathQuery, app, fname)
+	fmt.Fprintf(os.Stderr, "[rtmp @ 0x5555] [debug] Sending publish command for '%s'\n", fname)
+	fmt.Fprintf(os.Stderr, "[info] Output #0, flv, to '%s':\n", url)
+	fmt.Fprintf(os.Stderr, "[error] Error writing trailer of %s: Broken pipe\n", url)
+	fmt.Fprintf(os.Stderr, "[error] %s: Connection reset by peer\n", url)
 }
