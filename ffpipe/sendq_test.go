@@ -202,7 +202,7 @@ func TestConnOfRealFFmpeg(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	p, err := Start(Config{Binary: ffmpeg, Target: "rtmp://" + ln.Addr().String() + "/live/conn"}, quietLog())
+	p, err := Start(t.Context(), Config{Binary: ffmpeg, Target: "rtmp://" + ln.Addr().String() + "/live/conn"}, quietLog())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -244,7 +244,7 @@ func TestConnOfRealFFmpeg(t *testing.T) {
 // to report.
 func TestConnWithoutSocket(t *testing.T) {
 	cfg, _ := fake(t, fakeffmpeg.Normal)
-	p, err := Start(cfg, quietLog())
+	p, err := Start(t.Context(), cfg, quietLog())
 	if err != nil {
 		t.Fatal(err)
 	}
