@@ -72,6 +72,7 @@ fuzz:
 	$(GO) test ./session -run '^$$' -fuzz FuzzScanner -fuzztime $(FUZZTIME)
 	$(GO) test ./transport -run '^$$' -fuzz FuzzBase64Reader -fuzztime $(FUZZTIME)
 	$(GO) test ./session -run '^$$' -fuzz FuzzValidID -fuzztime $(FUZZTIME)
+	$(GO) test ./session -run '^$$' -fuzz FuzzWebMScanner -fuzztime $(FUZZTIME)
 
 vet:
 	$(GO) vet ./...
