@@ -60,6 +60,7 @@ type Config struct {
 	MaxBody         int64
 	MaxMessage      int64
 	BodyTimeout     time.Duration
+	WSReadTimeout   time.Duration
 	ShutdownGrace   time.Duration
 	AllowedOrigins  string
 	LogLevel        string
@@ -98,6 +99,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.Int64Var(&c.MaxBody, "max-body", transport.DefaultMaxBody, "largest /base64 request body in bytes")
 	fs.Int64Var(&c.MaxMessage, "max-message", transport.DefaultMaxMessage, "largest WebSocket message in bytes")
 	fs.DurationVar(&c.BodyTimeout, "body-timeout", transport.DefaultBodyTimeout, "time to receive a /base64 body, or a pause in an upload")
+	fs.DurationVar(&c.WSReadTimeout, "ws-read-timeout", transport.DefaultWSReadTimeout, "close a WebSocket that sends no audio this long (answering pings does not count); pings go every third of it")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", 10*time.Second, "on SIGTERM, time for streams to flush before ffmpeg is killed")
 	fs.StringVar(&c.AllowedOrigins, "allowed-origins", "", `comma-separated origins allowed to open a WebSocket besides the server's own ("*": any)`)
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
@@ -143,7 +145,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 		return c, fmt.Errorf("-audio-codec must be aac or copy, not %q", c.AudioCodec)
 	case c.LogFormat != "text" && c.LogFormat != "json":
 		return c, fmt.Errorf("-log-format must be text or json, not %q", c.LogFormat)
-	case c.IdleTimeout <= 0 || c.BodyTimeout <= 0 || c.ShutdownGrace <= 0 || c.HeaderTimeout <= 0:
+	case c.IdleTimeout <= 0 || c.BodyTimeout <= 0 || c.ShutdownGrace <= 0 || c.HeaderTimeout <= 0 || c.WSReadTimeout <= 0:
 		return c, errors.New("timeouts must be positive")
 	case c.MaxBody <= 0 || c.MaxMessage <= 0 || c.MaxSessions < 0 || c.RateRequests < 0 || c.RateSessions < 0:
 		return c, errors.New("limits must be positive")
@@ -268,6 +270,7 @@ func serve(ctx context.Context, cfg Config, ln net.Listener, log *logrus.Entry) 
 		MaxBody:        cfg.MaxBody,
 		MaxMessage:     cfg.MaxMessage,
 		BodyTimeout:    cfg.BodyTimeout,
+		WSReadTimeout:  cfg.WSReadTimeout,
 		AllowedOrigins: origins,
 		Version:        version,
 		Demo:           web.Handler(),

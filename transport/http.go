@@ -54,6 +54,9 @@ type Config struct {
 	// BodyTimeout bounds reading one /base64 body, and a pause between
 	// reads of a streaming upload; 0 means 30s.
 	BodyTimeout time.Duration
+	// WSReadTimeout: a WebSocket that delivers no audio this long is
+	// closed (pongs do not count); pings go every third of it. 0 means 60s.
+	WSReadTimeout time.Duration
 	// AllowedOrigins lists extra Origins allowed to open a WebSocket
 	// ("*" allows any); the server's own host is always allowed, and so is
 	// a client that sends no Origin (apps, mini-programs).
@@ -69,6 +72,9 @@ const (
 	DefaultMaxBody     = 10 << 20
 	DefaultMaxMessage  = 1 << 20
 	DefaultBodyTimeout = 30 * time.Second
+	// DefaultWSReadTimeout is three pings of 20 s, under the 60 s after
+	// which proxies (nginx's proxy_read_timeout) drop a quiet tunnel.
+	DefaultWSReadTimeout = 60 * time.Second
 )
 
 // HTTPObserver receives one call per request, for metrics. pattern is the
@@ -109,6 +115,9 @@ func New(cfg Config, reg *session.Registry, log *logrus.Entry) *Server {
 	}
 	if cfg.BodyTimeout <= 0 {
 		cfg.BodyTimeout = DefaultBodyTimeout
+	}
+	if cfg.WSReadTimeout <= 0 {
+		cfg.WSReadTimeout = DefaultWSReadTimeout
 	}
 	return &Server{
 		cfg: cfg, reg: reg, log: log, started: time.Now(),

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"ffmpeg-publisher/session"
@@ -17,19 +18,18 @@ import (
 	"github.com/sirupsen/logrus"
 )
 
-// WebSocket timing.
+// WebSocket timing. The read timeout (Config.WSReadTimeout) is the one
+// that decides when a quiet client is gone; the pings it paces only keep
+// proxies and NATs from dropping a connection whose audio pauses.
 const (
-	// wsWriteWait: a status, ping or close that cannot be sent this long
-	// means the peer is gone.
+	// wsWriteWait: a status or ping that cannot be sent this long means
+	// the peer is gone.
 	wsWriteWait = 10 * time.Second
-	// wsPongWait: a peer that neither sends nor answers pings this long is
-	// gone; three ping periods so one lost pong is not fatal.
-	wsPongWait   = 60 * time.Second
-	wsPingPeriod = 20 * time.Second
 	// wsStatusPeriod: how often progress is reported (when it changed).
 	wsStatusPeriod = time.Second
-	// wsCloseWait: how long to wait for the peer's answer to our close.
-	wsCloseWait = 2 * time.Second
+	// wsCloseWait bounds each side of the close handshake: sending our
+	// close, and waiting for the peer's answer.
+	wsCloseWait = time.Second
 )
 
 // closeCode maps an error to a WebSocket close code; the reason sent is
@@ -91,7 +91,9 @@ type wsConn struct {
 
 	out        chan map[string]any // status messages for the writer
 	closeReq   chan *websocket.CloseError
-	peerClose  int // the code of the client's close frame, answered after Detach
+	peerClose  int           // the code of the client's close frame, answered after Detach
+	stop       chan struct{} // closed (once, by endWriter) when the writer must end
+	stopOnce   sync.Once
 	writerDone chan struct{}
 }
 
@@ -122,6 +124,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) error {
 	s.conns.Add(1)
 	defer s.conns.Done()
 	defer conn.Close()
+	keepUnacknowledged(conn.NetConn(), s.cfg.WSReadTimeout)
 
 	id := r.URL.Query().Get("id")
 	c := &wsConn{
@@ -129,6 +132,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) error {
 		log:        s.log.WithFields(logrus.Fields{"remote": r.RemoteAddr, "transport": "websocket"}),
 		out:        make(chan map[string]any, 8),
 		closeReq:   make(chan *websocket.CloseError, 1),
+		stop:       make(chan struct{}),
 		writerDone: make(chan struct{}),
 	}
 	// A client's close is answered once its ID is released (below), not
@@ -144,7 +148,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) error {
 		c.pub, err = s.reg.Attach(id, session.Source{Transport: "websocket", Remote: r.RemoteAddr, Format: format})
 	}
 	go c.writeLoop()
-	defer func() { <-c.writerDone }()
+	defer c.endWriter(nil) // when the reader stops, so does the writer
 	if err != nil {
 		c.refuse(err)
 		return nil
@@ -158,7 +162,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) error {
 		if c.peerClose != websocket.CloseNoStatusReceived {
 			msg = websocket.FormatCloseMessage(c.peerClose, "")
 		}
-		c.conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(wsWriteWait))
+		c.conn.WriteControl(websocket.CloseMessage, msg, time.Now().Add(wsCloseWait))
 	}
 	c.log.WithField("ended", end).Info("websocket publisher disconnected")
 	return nil
@@ -186,28 +190,29 @@ func (e *badRequest) Error() string { return e.msg }
 // ends. It reports whether the client ended the stream (close code 1000).
 // Writing blocks while ffmpeg is slow, so reading stops and TCP pushes
 // back on the client: nothing queues here.
+//
+// A client must deliver audio (a binary message that is not empty) within
+// the read timeout of the server's last wait for it; pongs, text and empty
+// messages do not count, so a client that answers pings but sends nothing
+// cannot hold its live ID and its connection forever.
 func (c *wsConn) readLoop() bool {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	max := c.s.cfg.MaxMessage
-	c.conn.SetReadDeadline(time.Now().Add(wsPongWait))
-	c.conn.SetPongHandler(func(string) error {
-		return c.conn.SetReadDeadline(time.Now().Add(wsPongWait))
-	})
 	buf := c.s.bufs.Get().(*bytes.Buffer)
 	defer c.s.putBuf(buf)
+	c.awaitAudio()
 	for {
 		kind, rd, err := c.conn.NextReader()
 		if err != nil {
 			if websocket.IsCloseError(err, websocket.CloseNormalClosure) {
 				return true
 			}
-			if websocket.IsUnexpectedCloseError(err, websocket.CloseGoingAway, websocket.CloseNoStatusReceived) {
+			if !c.dropSilent(err) && websocket.IsUnexpectedCloseError(err, websocket.CloseGoingAway, websocket.CloseNoStatusReceived) {
 				c.log.WithError(err).Info("websocket dropped")
 			}
 			return false
 		}
-		c.conn.SetReadDeadline(time.Now().Add(wsPongWait))
 		if kind != websocket.BinaryMessage {
 			io.Copy(io.Discard, io.LimitReader(rd, max))
 			c.send(map[string]any{"type": "error", "id": c.id,
@@ -216,6 +221,7 @@ func (c *wsConn) readLoop() bool {
 		}
 		buf.Reset()
 		if _, err := buf.ReadFrom(io.LimitReader(rd, max+1)); err != nil {
+			c.dropSilent(err)
 			return false
 		}
 		if int64(buf.Len()) > max {
@@ -232,7 +238,39 @@ func (c *wsConn) readLoop() bool {
 			c.refuse(err)
 			return false
 		}
+		c.awaitAudio()
 	}
+}
+
+// awaitAudio gives the client the read timeout to deliver its next audio.
+// Once the writer has ended (it said goodbye, or the peer stopped taking
+// its writes) only the close handshake's wait is left: the writer shortens
+// the deadline after closing writerDone, so one of the two sets it last.
+func (c *wsConn) awaitAudio() {
+	c.conn.SetReadDeadline(time.Now().Add(c.s.cfg.WSReadTimeout))
+	select {
+	case <-c.writerDone:
+		c.conn.SetReadDeadline(time.Now().Add(wsCloseWait))
+	default:
+	}
+}
+
+// dropSilent says goodbye (1001) to a client whose read deadline passed
+// while the writer still ran: it delivered no audio for the read timeout.
+// It reports whether that was the case.
+func (c *wsConn) dropSilent(err error) bool {
+	select {
+	case <-c.writerDone:
+		return false // the writer ended first and cut the read short
+	default:
+	}
+	if !isTimeout(err) {
+		return false
+	}
+	d := c.s.cfg.WSReadTimeout
+	c.log.WithField("timeout", d).Info("websocket delivered no audio: closing")
+	c.endWriter(&websocket.CloseError{Code: websocket.CloseGoingAway, Text: fmt.Sprintf("no audio for %s", d)})
+	return true
 }
 
 // refuse reports err to the client and closes the connection.
@@ -262,17 +300,29 @@ func (c *wsConn) send(m map[string]any) {
 // close sends an error status and a close frame, then waits briefly for
 // the peer's answer.
 func (c *wsConn) close(code int, msg string) {
-	select {
-	case c.closeReq <- &websocket.CloseError{Code: code, Text: msg}:
-	default:
-	}
-	<-c.writerDone
+	c.endWriter(&websocket.CloseError{Code: code, Text: msg})
 	c.conn.SetReadDeadline(time.Now().Add(wsCloseWait))
 	for {
 		if _, _, err := c.conn.NextReader(); err != nil {
 			return
 		}
 	}
+}
+
+// endWriter makes the writer end, after sending ce to the peer if ce is
+// not nil and the writer can still send, and waits for it. A writer stuck
+// on a peer that does not read is cut off by closing the connection.
+func (c *wsConn) endWriter(ce *websocket.CloseError) {
+	if ce != nil {
+		select {
+		case c.closeReq <- ce:
+		default:
+		}
+	}
+	c.stopOnce.Do(func() { close(c.stop) })
+	cut := time.AfterFunc(2*wsCloseWait, func() { c.conn.Close() })
+	defer cut.Stop()
+	<-c.writerDone
 }
 
 // closeReason trims a reason to what fits in a close frame (123 bytes).
@@ -283,9 +333,16 @@ func closeReason(msg string) string {
 	return msg
 }
 
+// writeLoop sends status messages and pings until it is told to stop, the
+// server shuts down, the stream fails or a write fails. On its way out it
+// shortens the reader's deadline, so a connection whose writer has ended
+// does not wait out the read timeout.
 func (c *wsConn) writeLoop() {
-	defer close(c.writerDone)
-	ping := time.NewTicker(wsPingPeriod)
+	defer func() {
+		close(c.writerDone)
+		c.conn.SetReadDeadline(time.Now().Add(wsCloseWait))
+	}()
+	ping := time.NewTicker(c.s.cfg.WSReadTimeout / 3)
 	defer ping.Stop()
 	tick := time.NewTicker(wsStatusPeriod)
 	defer tick.Stop()
@@ -295,11 +352,14 @@ func (c *wsConn) writeLoop() {
 		return c.conn.WriteJSON(m) == nil
 	}
 	goodbye := func(code int, text string) {
-		if code != websocket.CloseNormalClosure {
-			write(map[string]any{"type": "error", "id": c.id, "code": code, "errmsg": text})
+		deadline := time.Now().Add(wsCloseWait)
+		c.conn.SetWriteDeadline(deadline)
+		for len(c.out) > 0 && c.conn.WriteJSON(<-c.out) == nil { // what was said before the close
 		}
-		c.conn.WriteControl(websocket.CloseMessage,
-			websocket.FormatCloseMessage(code, closeReason(text)), time.Now().Add(wsWriteWait))
+		if code != websocket.CloseNormalClosure {
+			c.conn.WriteJSON(map[string]any{"type": "error", "id": c.id, "code": code, "errmsg": text})
+		}
+		c.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(code, closeReason(text)), deadline)
 	}
 	for {
 		select {
@@ -310,9 +370,15 @@ func (c *wsConn) writeLoop() {
 		case ce := <-c.closeReq:
 			goodbye(ce.Code, ce.Text)
 			return
+		case <-c.stop:
+			select {
+			case ce := <-c.closeReq:
+				goodbye(ce.Code, ce.Text)
+			default:
+			}
+			return
 		case <-c.s.shutdown:
 			goodbye(websocket.CloseGoingAway, session.ErrShuttingDown.Error())
-			c.conn.SetReadDeadline(time.Now().Add(wsCloseWait)) // unblock the reader
 			return
 		case <-ping.C:
 			if c.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(wsWriteWait)) != nil {
@@ -326,7 +392,6 @@ func (c *wsConn) writeLoop() {
 				_, msg := status(err)
 				c.log.WithError(err).Warn("closing websocket")
 				goodbye(closeCode(err), msg)
-				c.conn.SetReadDeadline(time.Now().Add(wsCloseWait))
 				return
 			}
 			info, ok := c.s.reg.Info(c.id)
