@@ -186,6 +186,7 @@ func status(err error) (int, string) {
 		be  *Base64Error
 		br  *badRequest
 		mbe *http.MaxBytesError
+		bde *bodyError
 	)
 	switch {
 	case errors.As(err, &br):
@@ -205,6 +206,11 @@ func status(err error) (int, string) {
 		return http.StatusBadRequest, be.Error()
 	case errors.As(err, &mbe):
 		return http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", mbe.Limit)
+	case errors.As(err, &bde):
+		if errors.Is(bde.err, io.ErrUnexpectedEOF) || errors.As(bde.err, new(*net.OpError)) {
+			return StatusClientClosedRequest, "the request body ended early"
+		}
+		return http.StatusBadRequest, "malformed request body: " + bde.err.Error() // e.g. bad chunked encoding
 	case errors.Is(err, session.ErrBusy), errors.Is(err, session.ErrSeqLate), errors.Is(err, session.ErrSeqConflict),
 		errors.Is(err, session.ErrFormat):
 		return http.StatusConflict, err.Error()
@@ -327,7 +333,7 @@ func (s *Server) handleBase64(w http.ResponseWriter, r *http.Request) error {
 	buf := s.bufs.Get().(*bytes.Buffer)
 	defer s.putBuf(buf)
 	buf.Reset()
-	body := http.MaxBytesReader(w, r.Body, s.cfg.MaxBody)
+	body := http.MaxBytesReader(w, clientBody{r.Body}, s.cfg.MaxBody)
 	dec := s.decoders.Get().(*b64Decoder)
 	err = dec.decode(buf, body)
 	s.decoders.Put(dec)
@@ -415,13 +421,14 @@ func (s *Server) handleLive(w http.ResponseWriter, r *http.Request) error {
 	}
 	rc := http.NewResponseController(w)
 	buf := make([]byte, uploadPiece)
+	body := clientBody{r.Body}
 	var bytesIn int64
 	var audio time.Duration
 	ended := false
 	defer func() { pub.Detach(ended) }()
 	for {
 		rc.SetReadDeadline(time.Now().Add(s.cfg.BodyTimeout))
-		n, rerr := r.Body.Read(buf)
+		n, rerr := body.Read(buf)
 		if n > 0 {
 			res, err := writeSlowly(r.Context(), pub, buf[:n], nil)
 			if err != nil {
