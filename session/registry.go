@@ -2,10 +2,12 @@ package session
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/sirupsen/logrus"
 )
@@ -20,6 +22,12 @@ type Registry struct {
 	sessions map[string]*Session
 	claims   map[string]*Publisher
 	closed   bool
+	// blocked: IDs the operator refused until a time (Kick).
+	blocked map[string]time.Time
+	// letGo: IDs whose session ended while the server drains. They are
+	// not started again here: their client was moved to another server,
+	// and a second publish from this one would split the stream.
+	letGo map[string]struct{}
 	// running holds every session whose run has not returned, including
 	// ending ones no longer in sessions; wg counts the same.
 	running  map[*Session]struct{}
@@ -35,6 +43,8 @@ func NewRegistry(cfg Config, log *logrus.Entry) *Registry {
 		log:      log,
 		sessions: make(map[string]*Session),
 		claims:   make(map[string]*Publisher),
+		blocked:  make(map[string]time.Time),
+		letGo:    make(map[string]struct{}),
 		running:  make(map[*Session]struct{}),
 	}
 }
@@ -173,6 +183,12 @@ func (r *Registry) acquire(id string, pub *Publisher) (*Session, error) {
 	if r.closed {
 		return nil, ErrShuttingDown
 	}
+	if err := r.refusedLocked(id); err != nil {
+		return nil, err
+	}
+	if pub != nil && isClosed(pub.kicked) {
+		return nil, ErrKicked
+	}
 	if holder := r.claims[id]; holder != nil && holder != pub {
 		return nil, fmt.Errorf("%w (%s from %s)", ErrBusy, holder.src.Transport, holder.src.Remote)
 	}
@@ -186,7 +202,9 @@ func (r *Registry) acquire(id string, pub *Publisher) (*Session, error) {
 		}
 		return s, nil
 	}
-	if r.cfg.MaxSessions > 0 && len(r.sessions) >= r.cfg.MaxSessions {
+	// running, not sessions: an ending session's ffmpeg still runs (it
+	// flushes, or publishes held audio for up to endFlush) and costs as much.
+	if r.cfg.MaxSessions > 0 && len(r.running) >= r.cfg.MaxSessions {
 		return nil, ErrAtCapacity
 	}
 	s := newSession(id, cfg, r.log, &r.draining)
@@ -213,7 +231,64 @@ func (r *Registry) remove(s *Session) {
 	defer r.mu.Unlock()
 	if r.sessions[s.id] == s {
 		delete(r.sessions, s.id)
+		if r.draining.Load() {
+			r.letGo[s.id] = struct{}{}
+		}
 	}
+}
+
+// ErrKicked refuses the writes of a publisher the operator removed
+// (DELETE /streams/ID): its connection is being closed.
+var ErrKicked = errors.New("ended by the operator")
+
+// BlockedError refuses a live ID the operator blocked, whatever the
+// credentials (DELETE /streams/ID?block=…).
+type BlockedError struct{ Until time.Time }
+
+func (e *BlockedError) Error() string {
+	return "this live id is blocked by the operator until " + e.Until.UTC().Format(time.RFC3339)
+}
+
+// refusedLocked tells why id may not get a session now, if it may not.
+// Must hold mu.
+func (r *Registry) refusedLocked(id string) error {
+	if until, ok := r.blocked[id]; ok {
+		if time.Now().Before(until) {
+			return &BlockedError{Until: until}
+		}
+		delete(r.blocked, id)
+	}
+	if _, gone := r.letGo[id]; gone {
+		return ErrShuttingDown
+	}
+	return nil
+}
+
+// Kick removes id's publisher for the operator: the session ends now, the
+// attached connection (if any) is told to go (Publisher.Kicked) and its
+// writes are refused, and with until in the future the ID is refused
+// until then. It reports whether there was a session or a connection.
+func (r *Registry) Kick(id string, until time.Time) bool {
+	now := time.Now()
+	r.mu.Lock()
+	for other, t := range r.blocked {
+		if !now.Before(t) {
+			delete(r.blocked, other)
+		}
+	}
+	if now.Before(until) {
+		r.blocked[id] = until
+	}
+	s, pub := r.sessions[id], r.claims[id]
+	if pub != nil {
+		delete(r.claims, id) // the ID is free for another publisher
+		close(pub.kicked)
+	}
+	r.mu.Unlock()
+	if s != nil {
+		s.requestEnd(CauseDeleted, "deleted through the stream API")
+	}
+	return s != nil || pub != nil
 }
 
 // Publisher is a connection that holds a live ID for as long as it is
@@ -223,8 +298,21 @@ type Publisher struct {
 	id  string
 	src Source
 
+	// kicked is closed by Kick (under the registry's mu): the operator
+	// removed this publisher.
+	kicked chan struct{}
+
 	mu   sync.Mutex // guards last
 	last *Session   // the session this publisher last wrote to
+}
+
+// Kicked is closed when the operator removed this publisher (Kick): its
+// connection should close. A nil Publisher is never kicked.
+func (p *Publisher) Kicked() <-chan struct{} {
+	if p == nil {
+		return nil
+	}
+	return p.kicked
 }
 
 // Attach claims id for one connection. src describes it in logs and in
@@ -238,10 +326,13 @@ func (r *Registry) Attach(id string, src Source) (*Publisher, error) {
 	if r.closed {
 		return nil, ErrShuttingDown
 	}
+	if err := r.refusedLocked(id); err != nil {
+		return nil, err
+	}
 	if holder := r.claims[id]; holder != nil {
 		return nil, fmt.Errorf("%w (%s from %s)", ErrBusy, holder.src.Transport, holder.src.Remote)
 	}
-	p := &Publisher{r: r, id: id, src: src}
+	p := &Publisher{r: r, id: id, src: src, kicked: make(chan struct{})}
 	r.claims[id] = p
 	return p, nil
 }
@@ -281,14 +372,15 @@ func (p *Publisher) Detach(end bool) {
 	}
 	s := r.sessions[p.id]
 	r.mu.Unlock()
-	if end && s != nil {
+	if end && s != nil && !isClosed(p.kicked) { // once kicked, the ID's session is another client's
 		s.requestEnd(CauseClient, "ended by the client")
 	}
 }
 
 // Drain prepares a shutdown behind a load balancer: every stream keeps
 // being served, but one that receives no data for a moment (its client
-// was sent to another server) ends at once, freeing its RTMP name.
+// was sent to another server) ends at once, freeing its RTMP name, and its
+// ID gets no new session here (ErrShuttingDown) until the server stops.
 func (r *Registry) Drain() { r.draining.Store(true) }
 
 // Close refuses new sessions and ends every session: stdin closed so
@@ -297,6 +389,7 @@ func (r *Registry) Drain() { r.draining.Store(true) }
 func (r *Registry) Close(ctx context.Context) error {
 	r.mu.Lock()
 	r.closed = true
+	r.draining.Store(true) // sessions see it: no ffmpeg stopped from outside is republished
 	all := make([]*Session, 0, len(r.running))
 	for s := range r.running {
 		all = append(all, s)

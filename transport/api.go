@@ -1,10 +1,9 @@
 package transport
 
 import (
+	"errors"
 	"net/http"
 	"time"
-
-	"ffmpeg-publisher/session"
 )
 
 // The stream API: GET /streams, GET /streams/{id} (admin key), DELETE
@@ -33,26 +32,54 @@ func (s *Server) handleStream(w http.ResponseWriter, r *http.Request) error {
 		s.reply(w, r, http.StatusOK, "ok", map[string]any{"stream": info})
 		return nil
 	case http.MethodDelete:
-		if err := checkID(id); err != nil {
-			return err
-		}
-		if err := s.authorizeAdmin(r); err != nil {
-			if err := s.authorize(r, id); err != nil {
-				return err
-			}
-		}
-		if !s.reg.End(id, session.CauseDeleted) {
-			return errNotFound
-		}
-		s.reply(w, r, http.StatusOK, "ok", map[string]any{"id": id})
-		return nil
+		return s.handleDelete(w, r, id)
 	}
 	w.Header().Set("Allow", "GET, DELETE")
 	return errMethod
 }
 
-// maxTokenTTL keeps minted tokens from living forever by mistake.
+// maxTokenTTL keeps minted tokens from living forever by mistake; it also
+// bounds a block, which outlives any token issued before it.
 const maxTokenTTL = 366 * 24 * time.Hour
+
+// errBlockNotAdmin: the shared key is every publisher's, so blocking an
+// ID, which refuses everyone, takes the admin key.
+var errBlockNotAdmin = errors.New("blocking a live id takes the admin key")
+
+// handleDelete removes id's publisher: DELETE /streams/{id}[?block=10m]
+// ends the stream and closes the attached WebSocket or upload; block also
+// refuses the ID, whatever the credentials, for that long.
+func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request, id string) error {
+	if err := checkID(id); err != nil {
+		return err
+	}
+	admin := s.authorizeAdmin(r) == nil
+	if !admin {
+		if err := s.authorize(r, id); err != nil {
+			return err
+		}
+	}
+	var until time.Time
+	if v := r.URL.Query().Get("block"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 || d > maxTokenTTL {
+			return &badRequest{"block must be a duration like 10m or 12h, at most 8784h"}
+		}
+		if !admin {
+			return errBlockNotAdmin
+		}
+		until = time.Now().Add(d)
+	}
+	if !s.reg.Kick(id, until) && until.IsZero() {
+		return errNotFound
+	}
+	extra := map[string]any{"id": id}
+	if !until.IsZero() {
+		extra["blocked_until"] = until.UTC().Format(time.RFC3339)
+	}
+	s.reply(w, r, http.StatusOK, "ok", extra)
+	return nil
+}
 
 func (s *Server) handleMintToken(w http.ResponseWriter, r *http.Request) error {
 	if err := s.authorizeAdmin(r); err != nil {

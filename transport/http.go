@@ -96,6 +96,8 @@ type Server struct {
 	shutdown     chan struct{}
 	shutdownOnce sync.Once
 	conns        sync.WaitGroup // WebSocket connections being served
+	connsMu      sync.Mutex     // orders conns.Add before Shutdown's Wait
+	connsClosed  bool           // Shutdown began: no more conns.Add; guarded by connsMu
 
 	bufs     sync.Pool // *bytes.Buffer for decoded bodies and messages
 	decoders sync.Pool // *b64Decoder
@@ -161,12 +163,28 @@ func (s *Server) Drain() { s.draining.Store(true) }
 // them until ctx ends. Call it when http.Server.Shutdown starts.
 func (s *Server) Shutdown(ctx context.Context) {
 	s.shutdownOnce.Do(func() { close(s.shutdown) })
+	s.connsMu.Lock()
+	s.connsClosed = true
+	s.connsMu.Unlock()
 	done := make(chan struct{})
 	go func() { s.conns.Wait(); close(done) }()
 	select {
 	case <-done:
 	case <-ctx.Done():
 	}
+}
+
+// trackConn counts a connection that Shutdown must wait for, unless
+// Shutdown began (an Add racing Wait is a misuse of the WaitGroup); then it
+// returns false and the connection is refused. Pair with conns.Done.
+func (s *Server) trackConn() bool {
+	s.connsMu.Lock()
+	defer s.connsMu.Unlock()
+	if s.connsClosed {
+		return false
+	}
+	s.conns.Add(1)
+	return true
 }
 
 // Errors of the request itself; session's sentinels cover the rest.
@@ -194,7 +212,8 @@ func status(err error) (int, string) {
 	case errors.Is(err, errMethod):
 		return http.StatusMethodNotAllowed, err.Error()
 	case errors.Is(err, errKey), errors.Is(err, errAdmin), errors.Is(err, errTokenMalformed),
-		errors.Is(err, errTokenForged), errors.Is(err, errTokensOff), errors.As(err, new(*tokenError)):
+		errors.Is(err, errTokenForged), errors.Is(err, errTokensOff), errors.As(err, new(*tokenError)),
+		errors.Is(err, errBlockNotAdmin), errors.Is(err, session.ErrKicked), errors.As(err, new(*session.BlockedError)):
 		return http.StatusForbidden, err.Error()
 	case errors.Is(err, errAdminOff), errors.Is(err, errNotFound):
 		return http.StatusNotFound, err.Error()
@@ -426,8 +445,15 @@ func (s *Server) handleLive(w http.ResponseWriter, r *http.Request) error {
 	var audio time.Duration
 	ended := false
 	defer func() { pub.Detach(ended) }()
+	defer onKick(pub, func() {
+		rc.SetReadDeadline(time.Now()) // the operator removed it: stop waiting for the body
+	})()
 	for {
 		rc.SetReadDeadline(time.Now().Add(s.cfg.BodyTimeout))
+		if isKicked(pub) { // after the deadline was set: a kick meanwhile is not lost
+			s.fail(w, r, session.ErrKicked, map[string]any{"id": id, "bytes": bytesIn, "seconds": audio.Seconds()})
+			return nil
+		}
 		n, rerr := body.Read(buf)
 		if n > 0 {
 			res, err := writeSlowly(r.Context(), pub, buf[:n], nil)
@@ -443,6 +469,9 @@ func (s *Server) handleLive(w http.ResponseWriter, r *http.Request) error {
 			break
 		}
 		if rerr != nil {
+			if isKicked(pub) {
+				rerr = session.ErrKicked
+			}
 			// The client went away or stalled: keep the session for a
 			// reconnect, and tell it what arrived if it still listens.
 			s.fail(w, r, rerr, map[string]any{"id": id, "bytes": bytesIn, "seconds": audio.Seconds()})
@@ -455,6 +484,30 @@ func (s *Server) handleLive(w http.ResponseWriter, r *http.Request) error {
 	ended = true
 	s.reply(w, r, http.StatusOK, "ok", map[string]any{"id": id, "bytes": bytesIn, "seconds": audio.Seconds()})
 	return nil
+}
+
+// onKick calls f if pub is kicked before the returned stop is called; stop
+// returns once f is no longer running or due.
+func onKick(pub *session.Publisher, f func()) (stop func()) {
+	quit, exited := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(exited)
+		select {
+		case <-pub.Kicked():
+			f()
+		case <-quit:
+		}
+	}()
+	return func() { close(quit); <-exited }
+}
+
+func isKicked(pub *session.Publisher) bool {
+	select {
+	case <-pub.Kicked():
+		return true
+	default:
+		return false
+	}
 }
 
 // statusRecorder remembers the status for the access log.

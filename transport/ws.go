@@ -117,12 +117,14 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) error {
 			s.reply(w, r, code, reason.Error(), nil)
 		},
 	}
+	if !s.trackConn() {
+		return session.ErrShuttingDown
+	}
+	defer s.conns.Done()
 	conn, err := up.Upgrade(w, r, nil)
 	if err != nil {
 		return nil // the upgrader replied
 	}
-	s.conns.Add(1)
-	defer s.conns.Done()
 	defer conn.Close()
 	keepUnacknowledged(conn.NetConn(), s.cfg.WSReadTimeout)
 
@@ -379,6 +381,10 @@ func (c *wsConn) writeLoop() {
 			return
 		case <-c.s.shutdown:
 			goodbye(websocket.CloseGoingAway, session.ErrShuttingDown.Error())
+			return
+		case <-c.pub.Kicked():
+			goodbye(websocket.ClosePolicyViolation, session.ErrKicked.Error())
+			c.conn.SetReadDeadline(time.Now().Add(wsCloseWait)) // unblock the reader
 			return
 		case <-ping.C:
 			if c.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(wsWriteWait)) != nil {

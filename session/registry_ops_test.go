@@ -1,0 +1,127 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"syscall"
+	"testing"
+	"time"
+
+	"ffmpeg-publisher/internal/fakeffmpeg"
+)
+
+func TestKickRemovesThePublisher(t *testing.T) {
+	r, dir := newTestRegistry(t, fakeffmpeg.Normal, nil)
+	pub, err := r.Attach("k", Source{Transport: "websocket", Remote: "192.0.2.1:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pub.Write(context.Background(), frames(hdrV2Mono, 5, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if !r.Kick("k", time.Time{}) {
+		t.Fatal("Kick found nothing")
+	}
+	select {
+	case <-pub.Kicked():
+	default:
+		t.Fatal("the publisher was not told")
+	}
+	// Its next message starts nothing.
+	if _, err := pub.Write(context.Background(), frames(hdrV2Mono, 5, 2)); !errors.Is(err, ErrKicked) {
+		t.Fatalf("write after the kick: %v, want ErrKicked", err)
+	}
+	waitFor(t, "the session to end", func() bool { _, ok := r.Info("k"); return !ok })
+	// Without a block the ID is free; the kicked connection's late
+	// Detach(end) leaves the new client's stream alone.
+	if _, err := r.Write(context.Background(), "k", testSrc, frames(hdrV2Mono, 5, 3)); err != nil {
+		t.Fatalf("a new client after the kick: %v", err)
+	}
+	pub.Detach(true)
+	if info, _ := r.Info("k"); info.EndReason != "" {
+		t.Errorf("the kicked publisher's Detach ended the next stream: %q", info.EndReason)
+	}
+	if r.Kick("nothing", time.Time{}) {
+		t.Error("Kick of an unknown ID reported a stream")
+	}
+	closeRegistry(t, r)
+	if got := received(t, dir, "k"); len(got) != 2 {
+		t.Errorf("%d ffmpeg runs, want 2 (the kicked stream and the new client's)", len(got))
+	}
+}
+
+func TestKickWithBlockRefusesTheID(t *testing.T) {
+	r, _ := newTestRegistry(t, fakeffmpeg.Normal, nil)
+	if _, err := r.Write(context.Background(), "b", testSrc, frames(hdrV2Mono, 5, 1)); err != nil {
+		t.Fatal(err)
+	}
+	until := time.Now().Add(time.Hour)
+	r.Kick("b", until)
+	var be *BlockedError
+	if _, err := r.Write(context.Background(), "b", testSrc, frames(hdrV2Mono, 5, 1)); !errors.As(err, &be) || !be.Until.Equal(until) {
+		t.Errorf("write to a blocked ID: %v", err)
+	}
+	if _, err := r.Attach("b", testSrc); !errors.As(err, &be) {
+		t.Errorf("attach to a blocked ID: %v", err)
+	}
+	if _, err := r.WriteSeq(context.Background(), "b", testSrc, SeqChunk{Seq: 0}, frames(hdrV2Mono, 5, 1)); !errors.As(err, &be) {
+		t.Errorf("numbered write to a blocked ID: %v", err)
+	}
+	// A block ends by itself.
+	r.Kick("short", time.Now().Add(50*time.Millisecond))
+	if _, err := r.Write(context.Background(), "short", testSrc, frames(hdrV2Mono, 5, 1)); !errors.As(err, &be) {
+		t.Fatalf("write to a blocked ID: %v", err)
+	}
+	waitFor(t, "the block to expire", func() bool {
+		_, err := r.Write(context.Background(), "short", testSrc, frames(hdrV2Mono, 5, 1))
+		return err == nil
+	})
+}
+
+// An ending session's ffmpeg still runs: -max-sessions counts it until it
+// has exited.
+func TestMaxSessionsCountsEndingSessions(t *testing.T) {
+	r, _ := newTestRegistry(t, fakeffmpeg.IgnoreInt, func(c *Config) { c.MaxSessions = 1 })
+	res, err := r.Write(context.Background(), "one", testSrc, frames(hdrV2Mono, 5, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.End("one", CauseClient)
+	waitFor(t, "the session to leave the list", func() bool { return r.Len() == 0 })
+	if _, err := r.Write(context.Background(), "two", testSrc, frames(hdrV2Mono, 5, 1)); !errors.Is(err, ErrAtCapacity) {
+		t.Fatalf("a new stream while the ending one's ffmpeg runs: %v, want ErrAtCapacity", err)
+	}
+	syscall.Kill(res.Total.PID, syscall.SIGKILL)
+	var two Result
+	waitFor(t, "room once that ffmpeg is gone", func() bool {
+		two, err = r.Write(context.Background(), "two", testSrc, frames(hdrV2Mono, 5, 1))
+		return err == nil
+	})
+	r.End("two", CauseClient)
+	syscall.Kill(two.Total.PID, syscall.SIGKILL) // it would wait out the flush grace
+}
+
+// While the server drains, an ffmpeg ended by a signal from outside (as
+// systemd's KillMode=control-group does to every process of the unit)
+// ends its stream: no second ffmpeg, no second publish, and the ID gets no
+// new session on this server. New IDs are still served.
+func TestOutsideSignalWhileDrainingEndsTheStream(t *testing.T) {
+	r, dir := newTestRegistry(t, fakeffmpeg.Normal, nil)
+	res, err := r.Write(context.Background(), "x", testSrc, frames(hdrV2Mono, 5, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Drain()
+	syscall.Kill(res.Total.PID, syscall.SIGTERM)
+	waitFor(t, "the stream to end", func() bool { _, ok := r.Info("x"); return !ok })
+	if _, err := r.Write(context.Background(), "x", testSrc, frames(hdrV2Mono, 5, 2)); !errors.Is(err, ErrShuttingDown) {
+		t.Errorf("write to the ended ID while draining: %v, want ErrShuttingDown", err)
+	}
+	if _, err := r.Write(context.Background(), "fresh", testSrc, frames(hdrV2Mono, 5, 2)); err != nil {
+		t.Errorf("a new ID while draining: %v", err)
+	}
+	closeRegistry(t, r)
+	if n := len(fakeffmpeg.OutputFiles(dir, "x")); n != 1 {
+		t.Errorf("%d ffmpeg runs for x, want 1: it was started again", n)
+	}
+}
