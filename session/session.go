@@ -293,6 +293,9 @@ type Session struct {
 	silence   time.Duration // fed by gap fill
 	seq       seqState
 	upstream  string // upstreamStalled while the RTMP server does not read
+	// stoppedOutside: the last ffmpeg to exit was stopped by a signal
+	// from outside, and none was started since (see outside.go).
+	stoppedOutside bool
 }
 
 func newSession(id string, cfg Config, log *logrus.Entry, draining *atomic.Bool) *Session {
@@ -966,6 +969,7 @@ func (s *Session) watch(proc *ffpipe.Proc) {
 	<-proc.Done()
 	err := proc.Err()
 	s.cfg.Observer.FFmpegExited(ffpipe.ExitCause(err))
+	s.noteExit(proc, err) // see outside.go
 	select {
 	case s.wsem <- struct{}{}:
 	case <-s.endReq:
@@ -981,6 +985,9 @@ func (s *Session) watch(proc *ffpipe.Proc) {
 		s.replayLost(proc)
 	}
 	<-s.wsem
+	if !replaced {
+		s.endIfStoppedOutside() // then endReason is set: no restart below
+	}
 	s.mu.Lock()
 	if s.running == proc {
 		s.running = nil
@@ -1040,10 +1047,14 @@ func (s *Session) restartAfter(delay time.Duration) {
 // restartProc starts another ffmpeg after a failure and hands it the held
 // audio. Must hold wsem.
 func (s *Session) restartProc() error {
+	if s.endIfStoppedOutside() { // the server began to drain after the exit
+		return errStoppedOutside
+	}
 	if err := s.startProc(); err != nil {
 		return err
 	}
 	s.mu.Lock()
+	s.stoppedOutside = false
 	s.restarts++
 	s.mu.Unlock()
 	s.cfg.Observer.FFmpegRestarted()
