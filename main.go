@@ -198,19 +198,61 @@ func main() {
 		os.Exit(2)
 	}
 	log := logrus.NewEntry(logger)
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
+	stop, hurry, release := shutdownSignals(log)
+	defer release()
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		log.WithError(err).Fatal("cannot listen")
 	}
-	if err := serve(ctx, cfg, ln, log); err != nil {
+	if err := serveUntil(stop, hurry, cfg, ln, log); err != nil {
 		log.WithError(err).Fatal("server failed")
+	}
+}
+
+// shutdownSignals turns SIGINT and SIGTERM into two contexts: the first
+// signal ends stop (a graceful shutdown), a second one ends hurry (cut it
+// short), so an operator or a service manager that asks again is obeyed
+// instead of ignored. release stops listening.
+func shutdownSignals(log *logrus.Entry) (stop, hurry context.Context, release func()) {
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	stop, stopNow := context.WithCancel(context.Background())
+	hurry, hurryNow := context.WithCancel(context.Background())
+	quit, exited := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(exited)
+		for n := 0; n < 2; n++ {
+			select {
+			case sig := <-sigs:
+				if n == 0 {
+					log.WithField("signal", sig.String()).Info("shutting down; a second signal stops at once")
+					stopNow()
+				} else {
+					log.WithField("signal", sig.String()).Warn("second signal: stopping now, ffmpeg processes are killed")
+					hurryNow()
+				}
+			case <-quit:
+				return
+			}
+		}
+	}()
+	return stop, hurry, func() {
+		signal.Stop(sigs)
+		close(quit)
+		<-exited
+		stopNow()
+		hurryNow()
 	}
 }
 
 // serve runs the server on ln until ctx ends, then shuts down gracefully.
 func serve(ctx context.Context, cfg Config, ln net.Listener, log *logrus.Entry) error {
+	return serveUntil(ctx, context.Background(), cfg, ln, log)
+}
+
+// serveUntil is serve, where the end of hurry cuts the shutdown short: no
+// more drain delay, and the remaining ffmpegs are killed at once.
+func serveUntil(ctx, hurry context.Context, cfg Config, ln net.Listener, log *logrus.Entry) error {
 	if cfg.UploadDirectory != "" {
 		log.Warn("-upload-directory is deprecated and ignored: audio goes straight to ffmpeg, no files are written")
 	}
@@ -309,12 +351,13 @@ func serve(ctx context.Context, cfg Config, ln net.Listener, log *logrus.Entry) 
 		log.WithField("drain_delay", cfg.DrainDelay).Info("draining: not ready, still serving")
 		select {
 		case <-time.After(cfg.DrainDelay):
+		case <-hurry.Done():
 		case err := <-serveErr:
 			return err
 		}
 	}
 	log.WithField("grace", cfg.ShutdownGrace).Info("shutting down")
-	graceCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
+	graceCtx, cancel := context.WithTimeout(hurry, cfg.ShutdownGrace)
 	defer cancel()
 	httpDone := make(chan error, 1)
 	go func() { httpDone <- srv.Shutdown(graceCtx) }()
@@ -385,10 +428,20 @@ func tokenCommand(args []string, getenv func(string) string, stdout, stderr io.W
 	return 0
 }
 
+// The most -buffer may hold per stream: it is multiplied by -max-sessions
+// in the worst case, and 10 minutes of 320 kbps MP3 fit in 64 MiB.
+const (
+	maxBufferBytes = 64 << 20
+	maxBufferAudio = 10 * time.Minute
+)
+
 // parseBuffer reads -buffer: a duration of audio, or a size in bytes with
 // an optional KiB/MiB (or k/M, KB/MB) suffix.
 func parseBuffer(v string) (bytes int, audio time.Duration, err error) {
 	if d, err := time.ParseDuration(v); err == nil && d > 0 {
+		if d > maxBufferAudio {
+			return 0, 0, fmt.Errorf("-buffer %q: at most %s of audio per stream", v, maxBufferAudio)
+		}
 		return 0, d, nil
 	}
 	num, mult := strings.TrimSpace(v), 1
@@ -404,6 +457,9 @@ func parseBuffer(v string) (bytes int, audio time.Duration, err error) {
 	n, err := strconv.Atoi(num)
 	if err != nil || n <= 0 {
 		return 0, 0, fmt.Errorf("-buffer %q: want a duration like 10s or a size like 512KiB", v)
+	}
+	if n > maxBufferBytes/mult {
+		return 0, 0, fmt.Errorf("-buffer %q: at most %d MiB per stream", v, maxBufferBytes>>20)
 	}
 	return n * mult, 0, nil
 }
