@@ -284,3 +284,61 @@ func TestRollingRestartOnePublishPerStreamAndInstance(t *testing.T) {
 		}
 	}
 }
+
+// Behind the shipped HAProxy config, DELETE /streams/ID reaches the
+// instance that holds the stream, and removes its publisher there.
+func TestDeleteThroughHAProxyRemovesThePublisher(t *testing.T) {
+	t.Parallel()
+	c := startCluster(t, 3)
+	audio := rtmptest.MP3(t, 1.008, 16000, 1, "32k", true)
+	const ids = 6
+	conns := make([]*websocket.Conn, ids)
+	for i := range conns {
+		ws, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(c.URL, "http")+fmt.Sprintf("/ws?key=secret&id=del%d", i), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ws.Close()
+		ws.WriteMessage(websocket.BinaryMessage, audio)
+		conns[i] = ws
+	}
+	on := map[int]bool{}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		live := 0
+		for inst, list := range c.holders() {
+			live += len(list)
+			if len(list) > 0 {
+				on[inst] = true
+			}
+		}
+		if live == ids {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d of %d streams started", live, ids)
+		}
+	}
+	t.Logf("the streams are on %d instances", len(on))
+	for i, ws := range conns {
+		req, _ := http.NewRequest("DELETE", c.URL+fmt.Sprintf("/streams/del%d", i), nil)
+		req.Header.Set("Authorization", "Bearer admin")
+		resp, err := c.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Errorf("DELETE /streams/del%d through HAProxy: %d (the call reached another instance)", i, resp.StatusCode)
+			continue
+		}
+		ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+		for {
+			if _, _, err := ws.ReadMessage(); err != nil {
+				if !websocket.IsCloseError(err, websocket.ClosePolicyViolation) {
+					t.Errorf("del%d: %v, want close 1008", i, err)
+				}
+				break
+			}
+		}
+	}
+}
