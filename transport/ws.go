@@ -384,7 +384,6 @@ func (c *wsConn) writeLoop() {
 			return
 		case <-c.pub.Kicked():
 			goodbye(websocket.ClosePolicyViolation, session.ErrKicked.Error())
-			c.conn.SetReadDeadline(time.Now().Add(wsCloseWait)) // unblock the reader
 			return
 		case <-ping.C:
 			if c.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(wsWriteWait)) != nil {
