@@ -63,6 +63,8 @@ type Config struct {
 	WSReadTimeout   time.Duration
 	ShutdownGrace   time.Duration
 	AllowedOrigins  string
+	PublicOrigin    string
+	TrustedProxies  string
 	LogLevel        string
 	LogFormat       string
 	TokenSecret     string
@@ -101,7 +103,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.DurationVar(&c.BodyTimeout, "body-timeout", transport.DefaultBodyTimeout, "time to receive a /base64 body, or a pause in an upload")
 	fs.DurationVar(&c.WSReadTimeout, "ws-read-timeout", transport.DefaultWSReadTimeout, "close a WebSocket that sends no audio this long (answering pings does not count); pings go every third of it")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", 10*time.Second, "on SIGTERM, time for streams to flush before ffmpeg is killed")
-	fs.StringVar(&c.AllowedOrigins, "allowed-origins", "", `comma-separated origins allowed to open a WebSocket besides the server's own ("*": any)`)
+	fs.StringVar(&c.AllowedOrigins, "allowed-origins", "", `comma-separated origins of other sites whose pages may open a WebSocket ("*": any)`)
+	fs.StringVar(&c.PublicOrigin, "public-origin", "", "comma-separated origins this server's pages are reached at (https://publisher.example.com); without it, only when reached by IP address or localhost")
+	fs.StringVar(&c.TrustedProxies, "trusted-proxies", "", "comma-separated CIDRs of reverse proxies whose X-Forwarded-For names the client")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "text or json")
 	fs.StringVar(&c.TokenSecret, "token-secret", "", "secret that signs publish tokens; empty disables tokens")
@@ -157,7 +161,27 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	if _, _, err := parseBuffer(c.Buffer); err != nil {
 		return c, err
 	}
+	if _, err := origins(c); err != nil {
+		return c, err
+	}
+	if _, err := transport.ParseCIDRs(c.TrustedProxies); err != nil {
+		return c, fmt.Errorf("-trusted-proxies: %w", err)
+	}
 	return c, nil
+}
+
+// origins merges -public-origin and -allowed-origins: both name pages
+// that may open a WebSocket, this server's own and other sites'.
+func origins(c Config) ([]string, error) {
+	public, err := transport.ParseOrigins(c.PublicOrigin)
+	if err != nil {
+		return nil, fmt.Errorf("-public-origin: %w", err)
+	}
+	allowed, err := transport.ParseOrigins(c.AllowedOrigins)
+	if err != nil {
+		return nil, fmt.Errorf("-allowed-origins: %w", err)
+	}
+	return append(public, allowed...), nil
 }
 
 func envName(flagName string) string {
@@ -287,12 +311,8 @@ func serveUntil(ctx, hurry context.Context, cfg Config, ln net.Listener, log *lo
 		BufferAudio:  bufAudio,
 		SeqWait:      cfg.SeqWait,
 	}, log)
-	var origins []string
-	for _, o := range strings.Split(cfg.AllowedOrigins, ",") {
-		if o = strings.TrimSpace(o); o != "" {
-			origins = append(origins, o)
-		}
-	}
+	allowedOrigins, _ := origins(cfg)
+	proxies, _ := transport.ParseCIDRs(cfg.TrustedProxies)
 	ready := newFFmpegCheck(ffmpegPath)
 	if err := ready.check(); err != nil {
 		return err
@@ -313,10 +333,12 @@ func serveUntil(ctx, hurry context.Context, cfg Config, ln net.Listener, log *lo
 		MaxMessage:     cfg.MaxMessage,
 		BodyTimeout:    cfg.BodyTimeout,
 		WSReadTimeout:  cfg.WSReadTimeout,
-		AllowedOrigins: origins,
+		AllowedOrigins: allowedOrigins,
+		TrustedProxies: proxies,
 		Version:        version,
 		Demo:           web.Handler(),
 	}, reg, log)
+	mets.WatchLimits(api.LimitStats)
 	srv := &http.Server{
 		Handler:           api.Handler(),
 		ReadHeaderTimeout: cfg.HeaderTimeout,

@@ -1,6 +1,6 @@
 // Package metrics exposes the server's Prometheus metrics. It implements
-// session.Observer and transport.HTTPObserver, so neither package depends
-// on Prometheus.
+// session.Observer and transport.HTTPObserver, and reads transport's
+// limit tables, so neither package depends on Prometheus.
 package metrics
 
 import (
@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"ffmpeg-publisher/session"
+	"ffmpeg-publisher/transport"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -96,6 +97,34 @@ func New() *Metrics {
 		m.ffmpegExits.WithLabelValues(c)
 	}
 	return m
+}
+
+// WatchLimits reports the per-client rate limit tables at each scrape:
+// how many clients they hold, and how many were evicted to keep them
+// within their bound (many evictions: a flood of addresses). Call once.
+func (m *Metrics) WatchLimits(stats func() []transport.LimitStats) {
+	m.reg.MustRegister(limitCollector(stats))
+}
+
+type limitCollector func() []transport.LimitStats
+
+var (
+	limitClientsDesc = prometheus.NewDesc("publisher_rate_limit_clients",
+		"Clients with a rate limit bucket, by limit (requests, sessions).", []string{"limit"}, nil)
+	limitEvictionsDesc = prometheus.NewDesc("publisher_rate_limit_evictions_total",
+		"Rate limit buckets forgotten to keep the table within its bound, by limit.", []string{"limit"}, nil)
+)
+
+func (c limitCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- limitClientsDesc
+	ch <- limitEvictionsDesc
+}
+
+func (c limitCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, l := range c() {
+		ch <- prometheus.MustNewConstMetric(limitClientsDesc, prometheus.GaugeValue, float64(l.Clients), l.Limit)
+		ch <- prometheus.MustNewConstMetric(limitEvictionsDesc, prometheus.CounterValue, float64(l.Evicted), l.Limit)
+	}
 }
 
 // Handler serves the metrics in the Prometheus text format.

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"strings"
 	"testing"
@@ -63,6 +65,21 @@ next:
 	return 0
 }
 
+func scrape(t *testing.T, url string) map[string]*dto.MetricFamily {
+	t.Helper()
+	resp, err := http.Get(url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("/metrics does not parse: %v", err)
+	}
+	return fams
+}
+
 func TestCountersAfterAKnownWorkload(t *testing.T) {
 	dir := t.TempDir()
 	log := logrus.New()
@@ -101,19 +118,7 @@ func TestCountersAfterAKnownWorkload(t *testing.T) {
 		t.Fatalf("upload: %v %v", err, resp)
 	}
 	resp.Body.Close()
-	scrape := func() map[string]*dto.MetricFamily {
-		resp, err := http.Get(srv.URL + "/metrics")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		parser := expfmt.NewTextParser(model.UTF8Validation)
-		fams, err := parser.TextToMetricFamilies(resp.Body)
-		if err != nil {
-			t.Fatalf("/metrics does not parse: %v", err)
-		}
-		return fams
-	}
+	scrape := func() map[string]*dto.MetricFamily { return scrape(t, srv.URL) }
 	// Sessions report their end once ffmpeg is reaped; the exit is counted
 	// by the ffmpeg's watcher, which may come a moment later.
 	fams := scrape()
@@ -153,5 +158,41 @@ func TestCountersAfterAKnownWorkload(t *testing.T) {
 	}
 	if got := value(t, fams, "publisher_stdin_write_seconds", nil); got < 4 {
 		t.Errorf("stdin writes observed: %v", got)
+	}
+}
+
+// Clients behind a trusted proxy fill the request limit's table, which
+// stays within its bound by evicting the oldest.
+func TestRateLimitTableMetrics(t *testing.T) {
+	log := logrus.New()
+	log.SetOutput(io.Discard)
+	m := metrics.New()
+	reg := session.NewRegistry(session.Config{RTMPBase: "rtmp://127.0.0.1:1/live"}, logrus.NewEntry(log))
+	defer reg.Close(context.Background())
+	api := transport.New(transport.Config{
+		Metrics: m.Handler(), Observer: m, RateRequests: 0.001, RateClients: 3, // nothing refills during the test
+		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")},
+	}, reg, logrus.NewEntry(log))
+	m.WatchLimits(api.LimitStats)
+	srv := httptest.NewServer(api.Handler())
+	defer srv.Close()
+	for i := range 5 {
+		req, _ := http.NewRequest("GET", srv.URL+"/streams", nil)
+		req.Header.Set("X-Forwarded-For", fmt.Sprintf("198.51.100.%d", i))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	fams := scrape(t, srv.URL)
+	if got := value(t, fams, "publisher_rate_limit_clients", map[string]string{"limit": "requests"}); got != 3 {
+		t.Errorf("clients = %v, want 3 (the bound)", got)
+	}
+	if got := value(t, fams, "publisher_rate_limit_evictions_total", map[string]string{"limit": "requests"}); got != 2 {
+		t.Errorf("evictions = %v, want 2", got)
+	}
+	if _, ok := fams["publisher_rate_limit_clients"]; ok && len(fams["publisher_rate_limit_clients"].GetMetric()) != 1 {
+		t.Error("a series for the sessions limit, which is off")
 	}
 }

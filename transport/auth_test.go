@@ -303,3 +303,17 @@ func TestHealthAndReadiness(t *testing.T) {
 		t.Errorf("/readyz with ffmpeg broken: %d %v", code, m)
 	}
 }
+
+func TestKeyCompare(t *testing.T) {
+	k := newSecretKey("s3cret-key")
+	if !k.matches("s3cret-key") {
+		t.Error("the key itself was refused")
+	}
+	// Shorter, longer, a prefix, empty: all refused, the lengths never
+	// compared (the digests are all 32 bytes).
+	for _, g := range []string{"", "s3cret", "s3cret-key ", "s3cret-kez", "S3CRET-KEY", strings.Repeat("s3cret-key", 100)} {
+		if k.matches(g) {
+			t.Errorf("%q accepted", g)
+		}
+	}
+}

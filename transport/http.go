@@ -13,6 +13,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -57,10 +58,17 @@ type Config struct {
 	// WSReadTimeout: a WebSocket that delivers no audio this long is
 	// closed (pongs do not count); pings go every third of it. 0 means 60s.
 	WSReadTimeout time.Duration
-	// AllowedOrigins lists extra Origins allowed to open a WebSocket
-	// ("*" allows any); the server's own host is always allowed, and so is
-	// a client that sends no Origin (apps, mini-programs).
+	// AllowedOrigins lists the origins (scheme://host[:port]) of pages
+	// allowed to open a WebSocket ("*" allows any). Besides them, only
+	// clients that send no Origin (apps, mini-programs) and pages at the
+	// address the request was sent to, when that is an IP or localhost.
 	AllowedOrigins []string
+	// TrustedProxies are the peers whose X-Forwarded-For names the client
+	// (for limits, logs, the stream list); empty means none.
+	TrustedProxies []netip.Prefix
+	// RateClients bounds each per-client limit's table; 0 means
+	// DefaultRateClients.
+	RateClients int
 	// Version is reported by GET /.
 	Version string
 	// Demo serves the in-page recorder under /demo/; nil serves nothing.
@@ -104,6 +112,10 @@ type Server struct {
 
 	requests *clientLimits // nil: unlimited
 	sessions *clientLimits // nil: unlimited
+	proxies  trustedProxies
+	origins  originPolicy
+	key      secretKey // of cfg.Key
+	adminKey secretKey // of cfg.AdminKey
 	draining atomic.Bool
 }
 
@@ -126,12 +138,17 @@ func New(cfg Config, reg *session.Registry, log *logrus.Entry) *Server {
 		shutdown: make(chan struct{}),
 		bufs:     sync.Pool{New: func() any { return new(bytes.Buffer) }},
 		decoders: sync.Pool{New: func() any { return newB64Decoder() }},
-		requests: newClientLimits(cfg.RateRequests, int(2*cfg.RateRequests)),
-		sessions: newClientLimits(cfg.RateSessions, max(5, int(2*cfg.RateSessions))),
+		requests: newClientLimits(cfg.RateRequests, int(2*cfg.RateRequests), cfg.RateClients),
+		sessions: newClientLimits(cfg.RateSessions, max(5, int(2*cfg.RateSessions)), cfg.RateClients),
+		proxies:  cfg.TrustedProxies,
+		origins:  newOriginPolicy(cfg.AllowedOrigins),
+		key:      newSecretKey(cfg.Key),
+		adminKey: newSecretKey(cfg.AdminKey),
 	}
 }
 
-// Handler returns the routes, wrapped in access logging.
+// Handler returns the routes, wrapped in access logging, which sees the
+// client behind a trusted proxy.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/{$}", s.handleRoot)
@@ -152,7 +169,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.reply(w, r, http.StatusNotFound, "no such endpoint: see GET / and the README", nil)
 	})
-	return s.accessLog(mux)
+	return s.realClient(s.accessLog(mux))
 }
 
 // Drain makes /readyz answer 503 so load balancers stop sending new
@@ -563,7 +580,7 @@ func (r *statusRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 // limited applies the per-client request rate.
 func (s *Server) limited(h func(http.ResponseWriter, *http.Request) error) func(http.ResponseWriter, *http.Request) error {
 	return func(w http.ResponseWriter, r *http.Request) error {
-		if ok, wait := s.requests.allow(clientIP(r), time.Now()); !ok {
+		if ok, wait := s.requests.allow(clientKey(r.RemoteAddr), time.Now()); !ok {
 			return &rateLimited{what: "requests", retryAfter: wait}
 		}
 		return h(w, r)
@@ -588,7 +605,7 @@ func (s *Server) allowNewSession(r *http.Request, id string) error {
 	if _, live := s.reg.Info(id); live {
 		return nil
 	}
-	if ok, wait := s.sessions.allow(clientIP(r), time.Now()); !ok {
+	if ok, wait := s.sessions.allow(clientKey(r.RemoteAddr), time.Now()); !ok {
 		return &rateLimited{what: "new streams", retryAfter: wait}
 	}
 	return nil

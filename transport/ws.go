@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
-	"strings"
 	"sync"
 	"time"
 
@@ -56,30 +54,6 @@ func closeCode(err error) int {
 	return websocket.CloseInternalServerErr
 }
 
-// checkOrigin allows clients without an Origin header (apps, mini-programs,
-// command-line tools), pages from the server's own host, and the
-// configured origins. Anything else could be a foreign page using a
-// visitor's browser to publish.
-func (s *Server) checkOrigin(r *http.Request) bool {
-	origin := r.Header.Get("Origin")
-	if origin == "" {
-		return true
-	}
-	u, err := url.Parse(origin)
-	if err != nil {
-		return false
-	}
-	if strings.EqualFold(u.Host, r.Host) {
-		return true
-	}
-	for _, allowed := range s.cfg.AllowedOrigins {
-		if allowed == "*" || strings.EqualFold(strings.TrimRight(allowed, "/"), origin) {
-			return true
-		}
-	}
-	return false
-}
-
 // wsConn is one WebSocket publisher. The handler goroutine reads; writeLoop
 // is the only writer (gorilla allows one of each).
 type wsConn struct {
@@ -112,7 +86,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) error {
 		ReadBufferSize:   16 << 10,
 		WriteBufferSize:  4 << 10,
 		HandshakeTimeout: wsWriteWait,
-		CheckOrigin:      s.checkOrigin,
+		CheckOrigin:      s.origins.allow,
 		Error: func(w http.ResponseWriter, r *http.Request, code int, reason error) {
 			s.reply(w, r, code, reason.Error(), nil)
 		},
