@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-// DefaultRateClients bounds each limit's table of clients: about 7 MiB of
+// DefaultRateClients bounds each limit's table of clients: about 10 MiB of
 // buckets, far more clients than one instance serves within a refill time.
 const DefaultRateClients = 1 << 16
 
