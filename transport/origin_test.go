@@ -96,6 +96,7 @@ func TestWebSocketOriginAtTheHandshake(t *testing.T) {
 	dial := func(ts *testServer, hdr http.Header) int {
 		c, resp, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(ts.URL, "http")+"/ws?id=or&key=k", hdr)
 		if err == nil {
+			c.ReadMessage() // "ready": the server has counted the connection
 			c.Close()
 		}
 		if resp == nil {
