@@ -28,6 +28,7 @@ type Metrics struct {
 	ffmpegStarts    prometheus.Counter
 	ffmpegRestarts  prometheus.Counter
 	buffered        prometheus.Gauge
+	dropped         *prometheus.CounterVec
 	ffmpegExits     *prometheus.CounterVec
 	responses       *prometheus.CounterVec
 	ackLatency      prometheus.Histogram
@@ -62,8 +63,11 @@ func New() *Metrics {
 		ffmpegRestarts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "publisher_ffmpeg_restarts_total", Help: "ffmpeg processes restarted after a failure (RTMP server down, stall, crash).",
 		}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "publisher_dropped_bytes_total", Help: "Accepted audio bytes given up, by cause: upstream (the RTMP server stayed away through a stream's end), shutdown (the grace ran out), never_published.",
+		}, []string{"cause"}),
 		buffered: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "publisher_buffered_bytes", Help: "Audio bytes held for ffmpeg processes that are restarting, over all sessions.",
+			Name: "publisher_buffered_bytes", Help: "Accepted audio bytes no ffmpeg has confirmed sending yet, over all sessions.",
 		}),
 		ffmpegExits: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "publisher_ffmpeg_exits_total", Help: "ffmpeg processes ended, by cause (clean, error, killed).",
@@ -81,7 +85,7 @@ func New() *Metrics {
 		}),
 	}
 	m.reg.MustRegister(m.sessionsLive, m.sessionsStarted, m.sessionsEnded, m.bytesIn, m.audioIn,
-		m.ffmpegStarts, m.ffmpegRestarts, m.buffered, m.ffmpegExits, m.responses, m.ackLatency, m.stdinWrite,
+		m.ffmpegStarts, m.ffmpegRestarts, m.buffered, m.dropped, m.ffmpegExits, m.responses, m.ackLatency, m.stdinWrite,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Known label values start at zero, so rate() and alerts work before
 	// the first event.
@@ -144,6 +148,7 @@ func (m *Metrics) SessionEnded(c session.Cause) {
 func (m *Metrics) FFmpegStarted()               { m.ffmpegStarts.Inc() }
 func (m *Metrics) FFmpegRestarted()             { m.ffmpegRestarts.Inc() }
 func (m *Metrics) Buffered(delta int)           { m.buffered.Add(float64(delta)) }
+func (m *Metrics) Dropped(cause string, n int)  { m.dropped.WithLabelValues(cause).Add(float64(n)) }
 func (m *Metrics) FFmpegExited(cause string)    { m.ffmpegExits.WithLabelValues(cause).Inc() }
 func (m *Metrics) StdinWritten(d time.Duration) { m.stdinWrite.Observe(d.Seconds()) }
 

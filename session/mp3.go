@@ -196,6 +196,9 @@ func (s *mp3Scanner) feed(p []byte) ([]byte, error) {
 			s.skip = 128 // ID3v1 at the end of a chunk-sized file
 			continue
 		}
+		if s.synced && len(rem) < 3 && bytes.HasPrefix([]byte("TAG"), rem) {
+			break // an ID3v1 tag may be cut here
+		}
 		h, ok := parseHeader(rem)
 		if len(rem) < 4 && (len(rem) == 0 || rem[0] == 0xFF) {
 			break // a header may be cut here

@@ -51,7 +51,7 @@ func (s *Session) endIfStoppedOutside() bool {
 	if !s.ending() {
 		s.log.Warn("ffmpeg was stopped by a signal from outside while the server shuts down: ending the stream instead of publishing it again")
 	}
-	s.abortOnce.Do(func() { close(s.abort) }) // finish publishes nothing more
+	s.abortNow() // finish publishes nothing more
 	s.requestEnd(CauseShutdown, "ffmpeg was stopped from outside during shutdown")
 	return true
 }

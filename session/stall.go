@@ -1,6 +1,7 @@
 package session
 
 import (
+	"errors"
 	"fmt"
 	"time"
 
@@ -136,4 +137,39 @@ func (d *drainMeter) observe(now time.Time, queued int, consumed uint64) (stuck 
 		return 0, moved
 	}
 	return now.Sub(d.since), false
+}
+
+// checkStall looks at the current ffmpeg's output and at its server's
+// reads (see stallWatch): an ffmpeg whose output stopped advancing while
+// input kept arriving is restarted; a server that stopped reading is
+// reported, and its return too.
+func (s *Session) checkStall(w *stallWatch, now time.Time) {
+	s.mu.Lock()
+	p, lastWrite := s.running, s.lastWrite
+	s.mu.Unlock()
+	if p == nil {
+		return
+	}
+	o := lookAt(p, lastWrite, now)
+	if o.connErr != nil && !errors.Is(o.connErr, ffpipe.ErrNoConn) {
+		s.log.WithError(o.connErr).Debug("cannot read ffmpeg's connection state")
+	}
+	v := w.observe(o, s.cfg.StallTimeout)
+	switch {
+	case v.stalled != "":
+		s.log.Warn(v.stalled)
+		s.mu.Lock()
+		s.upstream = upstreamStalled
+		s.err = &UpstreamError{Reason: v.stalled}
+		s.mu.Unlock()
+	case v.reads:
+		s.log.Info("the RTMP server reads again")
+		s.mu.Lock()
+		s.upstream = ""
+		s.mu.Unlock()
+	}
+	if v.restart != "" {
+		s.log.WithField("pid", p.Pid()).Warn(v.restart + "; restarting ffmpeg")
+		s.killOnPurpose(p, v.restart)
+	}
 }

@@ -44,7 +44,18 @@ const (
 	// (whole, as path, app and stream name, in the publish command), then
 	// fails as when the RTMP server closes the connection.
 	Leak = "leak"
+	// Lag holds the last LagBehind of FLV input before it "sends" it
+	// (writes it out and reports it): what a killed ffmpeg loses.
+	Lag = "lag"
+	// DieAfter + N ("die-after:5000") exits 1 once it has read N bytes.
+	DieAfter = "die-after:"
+	// RefuseAfter + a duration ("refuse-after:300ms") waits, then fails as
+	// a refused connection does: a slow server that refuses.
+	RefuseAfter = "refuse-after:"
 )
+
+// LagBehind is how much audio Lag holds.
+const LagBehind = 300 * time.Millisecond
 
 // HoldName makes NameHeld fakes for name refused until release is called.
 func HoldName(dir, name string) (release func()) {
@@ -81,6 +92,15 @@ func run(args []string, dir, mode string) int {
 		target = path.Base(url)
 	}
 	progress := os.NewFile(3, "progress")
+	dieAfter := int64(-1)
+	if v, ok := strings.CutPrefix(mode, DieAfter); ok {
+		dieAfter, _ = strconv.ParseInt(v, 10, 64)
+	}
+	if v, ok := strings.CutPrefix(mode, RefuseAfter); ok {
+		d, _ := time.ParseDuration(v)
+		time.Sleep(d)
+		mode = Fail
+	}
 	if mode == SlowStart {
 		time.Sleep(1500 * time.Millisecond)
 	}
@@ -117,33 +137,46 @@ func run(args []string, dir, mode string) int {
 	}
 	defer out.Close()
 	buf := make([]byte, 32*1024)
-	var total, reads int64
+	var total, reads, read int64
 	var unwrap *flvUnwrapper // input framed in FLV: keep the payloads only
 	for i := 0; i+2 < len(args); i++ {
 		if args[i] == "-f" && args[i+1] == "flv" && args[i+2] == "-i" {
 			unwrap = &flvUnwrapper{}
 		}
 	}
+	if unwrap != nil && mode == Lag {
+		unwrap.lag = LagBehind
+	}
 	for {
 		n, err := os.Stdin.Read(buf)
+		read += int64(n)
 		if n > 0 {
 			data := buf[:n]
+			outTime := total + int64(len(data)) // raw input: a byte is a microsecond
 			if unwrap != nil {
-				data = unwrap.feed(data)
+				data = unwrap.feed(data, false)
+				outTime = unwrap.sentUS
 			}
 			out.Write(data)
 			total += int64(len(data))
 			if mode != Stall || reads == 0 {
-				fmt.Fprintf(progress, "total_size=%d\nout_time_us=%d\nprogress=continue\n", total, total)
+				fmt.Fprintf(progress, "total_size=%d\nout_time_us=%d\nprogress=continue\n", total, outTime)
 			}
 			reads++
 			fmt.Fprintf(os.Stderr, "size=%dkB time=00:00:00.00\r", total/1024)
+			if dieAfter >= 0 && read >= dieAfter {
+				fmt.Fprintln(os.Stderr, "[flv @ 0x1] [error] Failed to write packet: Broken pipe")
+				return 1
+			}
 			if mode == FailAfter {
 				fmt.Fprintln(os.Stderr, "[flv @ 0x1] [error] Failed to write packet: Broken pipe")
 				return 1
 			}
 		}
 		if err == io.EOF {
+			if unwrap != nil {
+				out.Write(unwrap.feed(nil, true))
+			}
 			break
 		}
 		if err != nil {
@@ -161,14 +194,24 @@ func run(args []string, dir, mode string) int {
 
 // flvUnwrapper turns an FLV byte stream into the concatenated payloads of
 // its audio tags (without each tag's one-byte audio header), so that a test
-// reads back exactly the MP3 frames the session framed.
+// reads back exactly the MP3 frames the session framed. It tracks the media
+// time sent: the end of the last tag passed on (its timestamp and its MP3
+// frame's duration), and with lag holds tags that recent.
 type flvUnwrapper struct {
 	pending []byte
 	started bool
 	out     []byte
+	lag     time.Duration
+	held    []tag
+	sentUS  int64
 }
 
-func (u *flvUnwrapper) feed(p []byte) []byte {
+type tag struct {
+	payload []byte
+	endUS   int64
+}
+
+func (u *flvUnwrapper) feed(p []byte, flush bool) []byte {
 	u.pending = append(u.pending, p...)
 	u.out = u.out[:0]
 	if !u.started {
@@ -183,11 +226,26 @@ func (u *flvUnwrapper) feed(p []byte) []byte {
 			break
 		}
 		if u.pending[0] == 8 && size > 0 {
-			u.out = append(u.out, u.pending[12:11+size]...)
+			ts := int64(u.pending[4])<<16 | int64(u.pending[5])<<8 | int64(u.pending[6]) | int64(u.pending[7])<<24
+			payload := append([]byte(nil), u.pending[12:11+size]...)
+			u.held = append(u.held, tag{payload, ts*1000 + mp3FrameUS(payload)})
 		}
 		u.pending = u.pending[11+size+4:]
 	}
 	u.pending = append(u.pending[:0:0], u.pending...)
+	newest := int64(0)
+	if len(u.held) > 0 {
+		newest = u.held[len(u.held)-1].endUS
+	}
+	n := 0
+	for ; n < len(u.held); n++ {
+		if !flush && newest-u.held[n].endUS < u.lag.Microseconds() {
+			break
+		}
+		u.out = append(u.out, u.held[n].payload...)
+		u.sentUS = u.held[n].endUS
+	}
+	u.held = append(u.held[:0], u.held[n:]...)
 	return u.out
 }
 
@@ -209,4 +267,23 @@ func leak(url string) {
 	fmt.Fprintf(os.Stderr, "[info] Output #0, flv, to '%s':\n", url)
 	fmt.Fprintf(os.Stderr, "[error] Error writing trailer of %s: Broken pipe\n", url)
 	fmt.Fprintf(os.Stderr, "[error] %s: Connection reset by peer\n", url)
+}
+
+// mp3FrameUS is the duration of the MPEG audio layer III frame at b's
+// start, in microseconds; 0 if b does not start with one.
+func mp3FrameUS(b []byte) int64 {
+	if len(b) < 4 || b[0] != 0xFF || b[1]&0xE0 != 0xE0 {
+		return 0
+	}
+	rates := map[byte][3]int64{3: {44100, 48000, 32000}, 2: {22050, 24000, 16000}, 0: {11025, 12000, 8000}}
+	v, si := (b[1]>>3)&3, (b[2]>>2)&3
+	r, ok := rates[v]
+	if !ok || si == 3 {
+		return 0
+	}
+	samples := int64(576)
+	if v == 3 {
+		samples = 1152
+	}
+	return samples * 1000000 / r[si]
 }

@@ -1,0 +1,217 @@
+package session
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"time"
+
+	"ffmpeg-publisher/ffpipe"
+	"ffmpeg-publisher/internal/redact"
+
+	"github.com/sirupsen/logrus"
+)
+
+// Restart backoff: quick first retries (an RTMP server restarting is back
+// within seconds), capped so that a stream republishes within 2 s of its
+// server's return, with jitter so that many sessions do not retry in step.
+const (
+	backoffFirst = 250 * time.Millisecond
+	backoffMax   = 2 * time.Second
+	// healthyAfter: an ffmpeg that ran this long resets the backoff.
+	healthyAfter = 30 * time.Second
+)
+
+func backoff(failures int) time.Duration {
+	d := backoffFirst << min(max(failures, 1)-1, 10)
+	d = min(d, backoffMax)
+	return d - time.Duration(rand.Int64N(int64(d/5)+1)) // 80-100%: never beyond the cap
+}
+
+// startAttempt starts an ffmpeg that reads the log from where the last one
+// left off, and its watcher. Must hold wsem.
+func (s *Session) startAttempt() error {
+	start := s.slog.resumeAt()
+	fc := s.cfg.FFmpeg
+	fc.Target = Target(s.cfg.RTMPBase, s.id)
+	fc.LiveID = s.id
+	if s.scan.framesFLV() {
+		fc.InputFormat = "flv" // MP3 frames in FLV tags: see flvFramer
+	}
+	if fc.AudioCodec == "copy" && !s.flvCarries(start) {
+		fc.AudioCodec = "aac"
+	}
+	proc, err := ffpipe.Start(s.ctx, fc, s.log)
+	if err != nil {
+		s.log.WithError(err).Error("cannot start ffmpeg")
+		return &UpstreamError{Reason: err.Error()}
+	}
+	s.cur = newAttempt(proc, &s.slog, start, s.scan.framesFLV())
+	s.cfg.Observer.FFmpegStarted()
+	s.mu.Lock()
+	first := s.pid == 0
+	if s.state == StateNew {
+		s.state = StateLive
+	}
+	s.pid = proc.Pid()
+	s.running = proc
+	s.stoppedOutside = false
+	s.liveAt = time.Time{}
+	s.ffstate = "starting"
+	s.mu.Unlock()
+	if first {
+		s.log.WithFields(logrus.Fields{"pid": proc.Pid(), "target": redact.URL(fc.Target, s.id)}).Info("session started")
+	} else {
+		s.cfg.Observer.FFmpegRestarted()
+		if replay := s.slog.confirmed - start; s.slog.confirmed < s.slog.end() {
+			s.log.WithFields(logrus.Fields{"pid": proc.Pid(), "preroll_units": replay,
+				"held_seconds": fmt.Sprintf("%.2f", s.slog.pendAudio.Seconds())}).Info("ffmpeg started; it sends the audio no ffmpeg has sent yet")
+		}
+	}
+	go s.watch(proc)
+	return nil
+}
+
+// flvCarries tells whether FLV can carry the MP3 at pos as it is: at 44.1,
+// 22.05 or 11.025 kHz (the rates FLV's header can say). Other audio (16 kHz
+// from a mini-program, Opus) is encoded to AAC even with -audio-codec copy,
+// or ffmpeg would refuse the output. Must hold wsem.
+func (s *Session) flvCarries(pos int64) bool {
+	if !s.scan.framesFLV() || pos >= s.slog.end() {
+		return false
+	}
+	h, ok := parseHeader(s.slog.at(pos).data)
+	if !ok {
+		return false
+	}
+	switch h.sampleRate {
+	case 44100, 22050, 11025:
+		return true
+	}
+	if !s.warnedCopy {
+		s.warnedCopy = true
+		s.log.WithField("sample_rate", h.sampleRate).Warn("FLV cannot carry MP3 at this sample rate: this stream is encoded to AAC despite -audio-codec copy")
+	}
+	return false
+}
+
+// watch follows one ffmpeg to its end. If it was the session's current one
+// and the session is not ending, it confirms what it sent and schedules the
+// next.
+func (s *Session) watch(proc *ffpipe.Proc) {
+	startedAt := time.Now()
+	select {
+	case <-proc.Ready():
+		s.mu.Lock()
+		s.published = true
+		if s.running == proc {
+			s.ffstate = "publishing"
+			s.liveAt = time.Now()
+		}
+		s.mu.Unlock()
+		s.liveOnce.Do(func() { close(s.live) })
+	case <-proc.Done():
+	}
+	<-proc.Done()
+	err := proc.Err()
+	s.cfg.Observer.FFmpegExited(ffpipe.ExitCause(err))
+	s.noteExit(proc, err) // see outside.go
+	select {
+	case s.wsem <- struct{}{}:
+	case <-s.endReq:
+		return // run's finish reaps it and sends the rest
+	}
+	defer func() { <-s.wsem }()
+	a := s.cur
+	if a == nil || a.proc != proc {
+		return // replaced on purpose (a format change)
+	}
+	s.slog.confirm(a.progress(&s.slog, proc.Progress().OutTime))
+	s.syncBuffered()
+	s.cur = nil
+	if s.endIfStoppedOutside() {
+		return // the end gives up what it holds: no restart
+	}
+	s.mu.Lock()
+	if s.running == proc {
+		s.running = nil
+	}
+	reason := "ffmpeg exited"
+	if err != nil {
+		reason = trimFFmpeg(err.Error())
+	}
+	if s.killed == proc {
+		reason = s.killedWhy
+	}
+	s.err = &UpstreamError{Reason: reason}
+	if time.Since(startedAt) >= healthyAfter {
+		s.failures = 0
+	}
+	s.failures++
+	delay := backoff(s.failures)
+	published := s.published
+	s.ffstate = "restarting"
+	s.mu.Unlock()
+	l := s.log.WithFields(logrus.Fields{"pid": proc.Pid(), "ffmpeg_tail": strings.Join(proc.Tail(), " | ")})
+	if !published && !s.unsent() {
+		// Its first write was answered with the error and taken back:
+		// the client's next write starts the next ffmpeg.
+		l.Warn("ffmpeg failed before publishing: " + reason)
+		return
+	}
+	l.WithField("retry_in", delay.Round(time.Millisecond).String()).Warn("ffmpeg ended unexpectedly: " + reason)
+	s.retrying = true
+	go s.restartAfter(delay)
+}
+
+// restartAfter starts the next ffmpeg after delay.
+func (s *Session) restartAfter(delay time.Duration) {
+	t := time.NewTimer(delay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-s.endReq:
+		return
+	}
+	select {
+	case s.wsem <- struct{}{}:
+	case <-s.endReq:
+		return
+	}
+	defer func() { <-s.wsem }()
+	if s.ending() || s.cur != nil || s.endIfStoppedOutside() {
+		return
+	}
+	s.retrying = false
+	s.mu.Lock()
+	published := s.published
+	s.mu.Unlock()
+	if !published && !s.unsent() {
+		return // nothing to publish: the next write starts one
+	}
+	s.mu.Lock()
+	s.restarts++
+	s.mu.Unlock()
+	if err := s.startAttempt(); err != nil {
+		s.mu.Lock()
+		s.failures++
+		next := backoff(s.failures)
+		s.mu.Unlock()
+		s.retrying = true
+		go s.restartAfter(next)
+		return
+	}
+	s.pump()
+}
+
+// killOnPurpose kills a stuck ffmpeg; its watcher restarts it and reports
+// why.
+func (s *Session) killOnPurpose(p *ffpipe.Proc, why string) {
+	s.mu.Lock()
+	s.killed, s.killedWhy = p, why
+	s.err = &UpstreamError{Reason: why}
+	s.mu.Unlock()
+	p.Kill()
+}
+
+func trimFFmpeg(s string) string { return strings.TrimPrefix(s, "ffmpeg ") }

@@ -1,0 +1,158 @@
+package session
+
+import "time"
+
+// unitScanner turns a client's bytes, cut anywhere, into whole units. The
+// session calls mark before feed and rollback when it refuses the write, so
+// that a refused write leaves no trace and its retry is byte-identical to a
+// first try.
+type unitScanner interface {
+	feed(p []byte) ([]unit, error)
+	mark()
+	rollback()
+	// flush returns what is still held back when the stream ends.
+	flush() []unit
+	// framesFLV tells whether an ffmpeg reads these units framed in FLV.
+	framesFLV() bool
+}
+
+// mp3Units cuts MP3 into frames; a frame in another format than the one
+// before it (a new recording) opens a new segment.
+type mp3Units struct {
+	sc    mp3Scanner
+	last  frameHeader // of the last frame passed on
+	saved struct {
+		sc    mp3Scanner
+		carry []byte
+		last  frameHeader
+	}
+}
+
+func (m *mp3Units) framesFLV() bool { return true }
+
+func (m *mp3Units) mark() {
+	m.saved.sc, m.saved.last = m.sc, m.last
+	m.saved.carry = append(m.saved.carry[:0], m.sc.carry...)
+}
+
+func (m *mp3Units) rollback() {
+	carry, out := m.sc.carry, m.sc.out
+	m.sc, m.last = m.saved.sc, m.saved.last
+	m.sc.carry = append(carry[:0], m.saved.carry...)
+	m.sc.out = out
+}
+
+func (m *mp3Units) feed(p []byte) ([]unit, error) {
+	var units []unit
+	for data := p; ; data = nil {
+		out, err := m.sc.feed(data)
+		if err != nil {
+			return nil, err
+		}
+		units = m.cut(units, out)
+		// The scanner stops at the first frame of a new format; the rest
+		// comes with the next call.
+		if !m.sc.formatChanged {
+			return units, nil
+		}
+		m.sc.formatChanged = false
+	}
+}
+
+func (m *mp3Units) flush() []unit { return m.cut(nil, m.sc.flush()) }
+
+// cut copies whole frames into units (the log keeps them past the next
+// feed): one allocation per write.
+func (m *mp3Units) cut(units []unit, frames []byte) []unit {
+	buf := append([]byte(nil), frames...)
+	for len(buf) > 0 {
+		h, ok := parseHeader(buf)
+		if !ok || h.length > len(buf) {
+			break // the scanner passes whole frames only
+		}
+		u := unit{data: buf[:h.length:h.length], dur: h.duration()}
+		if m.last.sampleRate != 0 && !sameStream(m.last, h) {
+			u.newSeg = true
+		}
+		m.last = h
+		units = append(units, u)
+		buf = buf[h.length:]
+	}
+	return units
+}
+
+// mp3Preroll: an MP3 frame's main data may begin in the frames before it
+// (the bit reservoir, main_data_begin bytes back), and its first granule
+// overlaps the previous frame's last; a fresh decoder reads those first.
+func mp3Preroll(l *streamLog, from, pos int64) int64 {
+	frame := l.at(pos).data
+	h, ok := parseHeader(frame)
+	if !ok {
+		return pos
+	}
+	need := mainDataBegin(frame, h)
+	p := pos
+	for need > 0 && p > from && pos-p < maxPreroll {
+		p--
+		need -= mainDataLen(l.at(p).data)
+	}
+	if p > from {
+		p-- // the overlap with the frame before
+	}
+	return p
+}
+
+// maxPreroll bounds the pre-roll: the reservoir is at most 511 bytes, a
+// handful of frames even at 8 kbps.
+const maxPreroll = 16
+
+// mainDataBegin is how many bytes before this frame its main data starts.
+func mainDataBegin(frame []byte, h frameHeader) int {
+	off := 4
+	if h.protected {
+		off += 2
+	}
+	if len(frame) < off+2 {
+		return 0
+	}
+	if h.version == 1 {
+		return int(frame[off])<<1 | int(frame[off+1])>>7
+	}
+	return int(frame[off])
+}
+
+// mainDataLen is how many bytes of main data a frame holds.
+func mainDataLen(frame []byte) int {
+	h, ok := parseHeader(frame)
+	if !ok {
+		return 0
+	}
+	n := len(frame) - 4 - h.sideInfoLen()
+	if h.protected {
+		n -= 2
+	}
+	return max(n, 0)
+}
+
+// rawUnits passes each write on as one unit of unknown duration: a format
+// the session cannot cut, replayed from a write boundary.
+type rawUnits struct{}
+
+func (rawUnits) feed(p []byte) ([]unit, error) {
+	if len(p) == 0 {
+		return nil, nil
+	}
+	return []unit{{data: append([]byte(nil), p...)}}, nil
+}
+func (rawUnits) mark()           {}
+func (rawUnits) rollback()       {}
+func (rawUnits) flush() []unit   { return nil }
+func (rawUnits) framesFLV() bool { return false }
+
+// unitsAudio sums the client audio in units.
+func unitsAudio(units []unit) (audio time.Duration) {
+	for _, u := range units {
+		audio += u.dur
+	}
+	return audio
+}
