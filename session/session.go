@@ -227,7 +227,7 @@ func (s *Session) run(remove func()) {
 			if !now.Before(nextCheck) {
 				s.checkStall(&st, now)
 				s.checkDrained(now)
-				s.observeProgress()
+				s.tryObserveProgress()
 				nextCheck = now.Add(checkEvery)
 			}
 			next := nextCheck

@@ -157,6 +157,17 @@ func (s *Session) observeProgress() {
 	}
 }
 
+// tryObserveProgress is observeProgress unless a writer holds the log (it
+// observes it itself).
+func (s *Session) tryObserveProgress() {
+	select {
+	case s.wsem <- struct{}{}:
+		s.observeProgress()
+		<-s.wsem
+	default:
+	}
+}
+
 // everStarted tells whether an ffmpeg was ever started for the session.
 func (s *Session) everStarted() bool {
 	s.mu.Lock()

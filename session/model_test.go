@@ -1,0 +1,199 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"ffmpeg-publisher/internal/fakeffmpeg"
+)
+
+// The model test: a seeded random client against the real session code and
+// the fake ffmpeg, which "sends" only what it has held for LagBehind (so a
+// kill loses what it had read), checked against the invariant: every
+// acknowledged frame is published, in order; a frame is published twice
+// only at the start of an ffmpeg that followed a failed one, within the
+// pre-roll and replay window. MODEL_SEED reproduces a run's operations,
+// MODEL_OPS sets their number.
+
+// modelFrame is frame number n in the format of hdr: its side information
+// says its main data starts `reservoir` bytes back, and its payload carries
+// n in 7-bit bytes, never a sync byte.
+func modelFrame(hdr []byte, n uint32, reservoir byte) []byte {
+	h := mustParse(hdr)
+	f := frame(hdr, 0x11)
+	side := f[4 : 4+h.sideInfoLen()]
+	clear(side)
+	side[0] = reservoir
+	id := f[4+h.sideInfoLen():]
+	id[0], id[1], id[2], id[3] = 0x55, byte(n>>21)&0x7F, byte(n>>14)&0x7F, byte(n>>7)&0x7F
+	id[4] = byte(n) & 0x7F
+	return f
+}
+
+// frameNumber reads modelFrame's number back; ok is false for gap fill's
+// silence and anything else.
+func frameNumber(f []byte) (uint32, bool) {
+	h, ok := parseHeader(f)
+	if !ok || len(f) < 4+h.sideInfoLen()+5 {
+		return 0, false
+	}
+	id := f[4+h.sideInfoLen():]
+	if id[0] != 0x55 {
+		return 0, false
+	}
+	return uint32(id[1])<<21 | uint32(id[2])<<14 | uint32(id[3])<<7 | uint32(id[4]), true
+}
+
+type modelStream struct {
+	id    string
+	bytes []byte // the client's byte stream
+	ends  []int  // ends[n]: where frame n ends in bytes
+	acked int    // bytes acknowledged
+	sent  int    // bytes handed to Write (acked, or refused and to be retried)
+	hdr   []byte // format of the next frame
+	next  uint32 // number of the next frame
+	rng   *rand.Rand
+}
+
+func (m *modelStream) addFrames(n int) {
+	for i := 0; i < n; i++ {
+		m.bytes = append(m.bytes, modelFrame(m.hdr, m.next, byte(m.rng.IntN(120)))...)
+		m.ends = append(m.ends, len(m.bytes))
+		m.next++
+	}
+}
+
+func TestModelDeliversEveryAcknowledgedFrame(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the model test runs thousands of operations against real processes")
+	}
+	seed := uint64(time.Now().UnixNano())
+	if v := os.Getenv("MODEL_SEED"); v != "" {
+		seed, _ = strconv.ParseUint(v, 10, 64)
+	}
+	ops := 10000
+	if v := os.Getenv("MODEL_OPS"); v != "" {
+		ops, _ = strconv.Atoi(v)
+	}
+	t.Logf("MODEL_SEED=%d MODEL_OPS=%d", seed, ops)
+	defer func() {
+		if t.Failed() {
+			t.Logf("reproduce with MODEL_SEED=%d MODEL_OPS=%d", seed, ops)
+		}
+	}()
+	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	r, dir := newTestRegistry(t, fakeffmpeg.Lag, func(c *Config) {
+		c.BufferAudio = 2 * time.Second
+		c.IdleTimeout = 20 * time.Second
+		c.GapFill = 0 // the client writes far ahead of the wall clock
+	})
+	headers := [][]byte{hdrV2Mono, hdrV1Stereo, hdrV25Mono}
+	var streams []*modelStream
+	cur := func() *modelStream { return streams[len(streams)-1] }
+	newStream := func() {
+		streams = append(streams, &modelStream{id: fmt.Sprintf("m%d", len(streams)), hdr: hdrV2Mono, rng: rng})
+	}
+	newStream()
+	var kills, refusals, ends, changes int
+	ctx := context.Background()
+	for op := 0; op < ops; op++ {
+		m := cur()
+		switch k := rng.IntN(1000); {
+		case k < 8: // kill the running ffmpeg
+			if info, ok := r.Info(m.id); ok && info.PID > 0 && info.FFmpeg != "exited" {
+				syscall.Kill(info.PID, syscall.SIGKILL)
+				kills++
+			}
+		case k < 12: // the client ends the stream; the next one is another
+			if m.sent == m.acked && m.acked > 0 {
+				r.End(m.id, CauseClient)
+				newStream()
+				ends++
+			}
+		case k < 14: // a new recording in another format
+			m.hdr = headers[rng.IntN(len(headers))]
+			changes++
+		case k < 18: // the client pauses
+			time.Sleep(time.Duration(rng.IntN(50)) * time.Millisecond)
+		default: // a write cut anywhere, or the retry of a refused one
+			if m.sent == m.acked {
+				if len(m.bytes)-m.acked < 2000 {
+					m.addFrames(1 + rng.IntN(8))
+				}
+				m.sent = min(len(m.bytes), m.acked+1+rng.IntN(1500))
+			}
+			_, err := r.Write(ctx, m.id, testSrc, m.bytes[m.acked:m.sent])
+			switch {
+			case err == nil:
+				m.acked = m.sent
+			case errors.Is(err, ErrBufferFull):
+				refusals++
+				time.Sleep(time.Millisecond)
+			default:
+				t.Fatalf("op %d: write to %s: %v", op, m.id, err)
+			}
+		}
+	}
+	t.Logf("%d operations: %d streams, %d kills, %d buffer refusals, %d format changes", ops, len(streams), kills, refusals, changes)
+	closeRegistry(t, r)
+	for _, m := range streams {
+		checkModelStream(t, dir, m)
+	}
+}
+
+// checkModelStream checks what the fakes of one stream published against
+// what its client got acknowledged.
+func checkModelStream(t *testing.T, dir string, m *modelStream) {
+	t.Helper()
+	acked := 0 // frames wholly acknowledged
+	for acked < len(m.ends) && m.ends[acked] <= m.acked {
+		acked++
+	}
+	next := uint32(0) // the first frame not yet published
+	dups := 0
+	for run, out := range received(t, dir, m.id) {
+		var prev uint32
+		first := true
+		for len(out) > 0 {
+			h, ok := parseHeader(out)
+			if ok && h.length > len(out) && h.length <= maxFrameLen {
+				break // the kill cut the fake's last write to its file
+			}
+			if !ok {
+				t.Fatalf("%s run %d: not a frame at %d bytes from its end: % x", m.id, run, len(out), out[:min(len(out), 16)])
+			}
+			n, ok := frameNumber(out[:h.length])
+			out = out[h.length:]
+			if !ok {
+				continue // silence
+			}
+			switch {
+			case first && n > next:
+				t.Fatalf("%s run %d starts at frame %d: frames %d to %d are lost", m.id, run, n, next, n-1)
+			case first && next-n > maxPreroll+1:
+				t.Fatalf("%s run %d starts at frame %d, %d frames before the first unpublished (%d): beyond the pre-roll", m.id, run, n, next-n, next)
+			case !first && n != prev+1:
+				t.Fatalf("%s run %d: frame %d follows frame %d", m.id, run, n, prev)
+			}
+			if n < next {
+				dups++
+			}
+			first, prev = false, n
+			next = max(next, n+1)
+		}
+	}
+	if int(next) < acked {
+		t.Fatalf("%s: %d frames acknowledged, published up to %d", m.id, acked, next)
+	}
+	if int(next) > len(m.ends) {
+		t.Fatalf("%s: published frame %d, never written", m.id, next-1)
+	}
+	t.Logf("%s: %d frames acknowledged and published, %d published twice after restarts", m.id, acked, dups)
+}
