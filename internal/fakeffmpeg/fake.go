@@ -49,6 +49,9 @@ const (
 	Lag = "lag"
 	// DieAfter + N ("die-after:5000") exits 1 once it has read N bytes.
 	DieAfter = "die-after:"
+	// RefusedWhileHeld is refused as by a server that is down while the
+	// ".held" file of NameHeld exists; then it behaves as Normal.
+	RefusedWhileHeld = "refused-while-held"
 	// RefuseAfter + a duration ("refuse-after:300ms") waits, then fails as
 	// a refused connection does: a slow server that refuses.
 	RefuseAfter = "refuse-after:"
@@ -97,6 +100,7 @@ func run(args []string, dir, mode string) int {
 		dieAfter, _ = strconv.ParseInt(v, 10, 64)
 	}
 	if v, ok := strings.CutPrefix(mode, RefuseAfter); ok {
+		go io.Copy(io.Discard, os.Stdin) // ffmpeg reads its input before it connects
 		d, _ := time.ParseDuration(v)
 		time.Sleep(d)
 		mode = Fail
@@ -117,6 +121,11 @@ func run(args []string, dir, mode string) int {
 	case Leak:
 		leak(url)
 		return 1
+	case RefusedWhileHeld:
+		if _, err := os.Stat(filepath.Join(dir, target+".held")); err == nil {
+			fmt.Fprintf(os.Stderr, "[tcp @ 0x5555] [error] Connection to tcp://127.0.0.1:1 failed: Connection refused\n")
+			return 1
+		}
 	case Fail:
 		fmt.Fprintf(os.Stderr, "[tcp @ 0x5555] [error] Connection to tcp://127.0.0.1:1 failed: Connection refused\n")
 		fmt.Fprintf(os.Stderr, "[error] %s: Connection refused\n", target)
