@@ -79,11 +79,11 @@ const progressFD = 3
 //     frame instead of buffering about 1.6 s of audio to probe the stream
 //     (measured: the publish starts ~0.3 s after the first byte instead of
 //     ~1.6 s);
-//   - -fflags +nobuffer: do not queue demuxed packets before decoding;
 //   - -flush_packets 1: hand every muxed packet to the RTMP connection at
 //     once instead of filling a 32 KiB I/O buffer first.
 //
-// Not used: -threads 1 -filter_threads 1 (measured with 60 streams: no
+// Not used: -fflags +nobuffer, which drops the packet read while probing:
+// a new attempt's first frame. And -threads 1 -filter_threads 1 (measured with 60 streams: no
 // change in CPU or memory for an audio-only graph in ffmpeg 5.1) and
 // -aac_coder fast (0.88% → 0.55% of a core per stream, but a lower-quality
 // coder). BENCHMARKS.md has the numbers.
@@ -95,7 +95,6 @@ func Args(cfg Config) []string {
 	args := []string{
 		"-hide_banner", "-nostdin", "-nostats",
 		"-loglevel", "level+info",
-		"-fflags", "+nobuffer",
 		"-probesize", "32", "-analyzeduration", "0",
 		"-f", orDefault(cfg.InputFormat, "mp3"),
 		"-i", "pipe:0",

@@ -48,7 +48,7 @@ func waitDone(t *testing.T, p *Proc) {
 
 func TestArgs(t *testing.T) {
 	base := []string{"-hide_banner", "-nostdin", "-nostats", "-loglevel", "level+info",
-		"-fflags", "+nobuffer", "-probesize", "32", "-analyzeduration", "0"}
+		"-probesize", "32", "-analyzeduration", "0"}
 	tail := []string{"-progress", "pipe:3", "-stats_period", "0.5", "-flush_packets", "1"}
 	cat := func(parts ...[]string) []string {
 		var out []string
