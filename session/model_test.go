@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"strconv"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -88,11 +89,14 @@ func TestModelDeliversEveryAcknowledgedFrame(t *testing.T) {
 			t.Logf("reproduce with MODEL_SEED=%d MODEL_OPS=%d", seed, ops)
 		}
 	}()
+	drops := &dropCounter{}
 	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 	r, dir := newTestRegistry(t, fakeffmpeg.Lag, func(c *Config) {
 		c.BufferAudio = 2 * time.Second
+		c.StartTimeout = time.Second
 		c.IdleTimeout = 20 * time.Second
 		c.GapFill = 0 // the client writes far ahead of the wall clock
+		c.Observer = drops
 	})
 	headers := [][]byte{hdrV2Mono, hdrV1Stereo, hdrV25Mono}
 	var streams []*modelStream
@@ -133,19 +137,50 @@ func TestModelDeliversEveryAcknowledgedFrame(t *testing.T) {
 			switch {
 			case err == nil:
 				m.acked = m.sent
-			case errors.Is(err, ErrBufferFull):
-				refusals++
+			case errors.Is(err, ErrBufferFull), errors.As(err, new(*UpstreamError)):
+				refusals++ // full, or a first ffmpeg killed: the client sends it again
 				time.Sleep(time.Millisecond)
 			default:
 				t.Fatalf("op %d: write to %s: %v", op, m.id, err)
 			}
 		}
 	}
-	t.Logf("%d operations: %d streams, %d kills, %d buffer refusals, %d format changes", ops, len(streams), kills, refusals, changes)
+	t.Logf("%d operations: %d streams, %d kills, %d refusals, %d format changes", ops, len(streams), kills, refusals, changes)
+	// A kill just before shutdown counts as one from outside during it
+	// (see outside.go): let the last restart happen first.
+	waitFor(t, "the last stream publishing", func() bool { info, _ := r.Info(cur().id); return info.FFmpeg == "publishing" || info.Buffered == 0 })
 	closeRegistry(t, r)
+	if n := drops.total(); n > 0 {
+		t.Errorf("%d acknowledged bytes given up: %v", n, drops.byCause)
+	}
 	for _, m := range streams {
 		checkModelStream(t, dir, m)
 	}
+}
+
+// dropCounter counts what sessions give up, by cause.
+type dropCounter struct {
+	nopObserver
+	mu      sync.Mutex
+	byCause map[string]int
+}
+
+func (d *dropCounter) Dropped(cause string, n int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.byCause == nil {
+		d.byCause = map[string]int{}
+	}
+	d.byCause[cause] += n
+}
+
+func (d *dropCounter) total() (n int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, v := range d.byCause {
+		n += v
+	}
+	return n
 }
 
 // checkModelStream checks what the fakes of one stream published against

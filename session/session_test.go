@@ -114,7 +114,7 @@ func TestChunksReachFFmpegInOrder(t *testing.T) {
 }
 
 func TestConcurrentWritesNeverInterleave(t *testing.T) {
-	r, dir := newTestRegistry(t, fakeffmpeg.Normal, nil)
+	r, dir := newTestRegistry(t, fakeffmpeg.Normal, func(c *Config) { c.BufferAudio = time.Minute }) // 16 s at once
 	const writers = 16
 	var wg sync.WaitGroup
 	for w := 0; w < writers; w++ {

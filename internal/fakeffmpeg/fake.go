@@ -161,15 +161,24 @@ func run(args []string, dir, mode string) int {
 		read += int64(n)
 		if n > 0 {
 			data := buf[:n]
-			outTime := total + int64(len(data)) // raw input: a byte is a microsecond
-			if unwrap != nil {
-				data = unwrap.feed(data, false)
-				outTime = unwrap.sentUS
+			var tags []tag
+			if unwrap == nil {
+				out.Write(data)
+				total += int64(len(data))
+				if mode != Stall || reads == 0 { // raw input: a byte is a microsecond
+					fmt.Fprintf(progress, "total_size=%d\nout_time_us=%d\nprogress=continue\n", total, total)
+				}
+			} else {
+				tags = unwrap.feed(data, false)
 			}
-			out.Write(data)
-			total += int64(len(data))
-			if mode != Stall || reads == 0 {
-				fmt.Fprintf(progress, "total_size=%d\nout_time_us=%d\nprogress=continue\n", total, outTime)
+			// FLV input: each tag is "sent" (written out) and reported on
+			// its own, as ffmpeg reports what it has muxed.
+			for i, tg := range tags {
+				out.Write(tg.payload)
+				total += int64(len(tg.payload))
+				if mode != Stall || (reads == 0 && i == 0) {
+					fmt.Fprintf(progress, "total_size=%d\nout_time_us=%d\nprogress=continue\n", total, tg.endUS)
+				}
 			}
 			reads++
 			fmt.Fprintf(os.Stderr, "size=%dkB time=00:00:00.00\r", total/1024)
@@ -184,7 +193,9 @@ func run(args []string, dir, mode string) int {
 		}
 		if err == io.EOF {
 			if unwrap != nil {
-				out.Write(unwrap.feed(nil, true))
+				for _, tg := range unwrap.feed(nil, true) {
+					out.Write(tg.payload)
+				}
 			}
 			break
 		}
@@ -209,10 +220,8 @@ func run(args []string, dir, mode string) int {
 type flvUnwrapper struct {
 	pending []byte
 	started bool
-	out     []byte
 	lag     time.Duration
 	held    []tag
-	sentUS  int64
 }
 
 type tag struct {
@@ -220,9 +229,8 @@ type tag struct {
 	endUS   int64
 }
 
-func (u *flvUnwrapper) feed(p []byte, flush bool) []byte {
+func (u *flvUnwrapper) feed(p []byte, flush bool) []tag {
 	u.pending = append(u.pending, p...)
-	u.out = u.out[:0]
 	if !u.started {
 		if len(u.pending) < 13 {
 			return nil
@@ -251,11 +259,10 @@ func (u *flvUnwrapper) feed(p []byte, flush bool) []byte {
 		if !flush && newest-u.held[n].endUS < u.lag.Microseconds() {
 			break
 		}
-		u.out = append(u.out, u.held[n].payload...)
-		u.sentUS = u.held[n].endUS
 	}
+	sent := append([]tag(nil), u.held[:n]...)
 	u.held = append(u.held[:0], u.held[n:]...)
-	return u.out
+	return sent
 }
 
 // leak prints the lines of a failed publish to url as ffmpeg 5.1 does at
