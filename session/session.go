@@ -125,9 +125,13 @@ func newSession(id string, cfg Config, log *logrus.Entry, draining *atomic.Bool)
 		scan:     rawUnits{},
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	if cfg.FFmpeg.InputFormat == "mp3" {
+	switch cfg.FFmpeg.InputFormat {
+	case "mp3":
 		s.scan = &mp3Units{}
 		s.slog.preroll = mp3Preroll
+	case "webm":
+		s.scan = &webmUnits{}
+		s.slog.preroll = webmPreroll
 	}
 	return s
 }

@@ -156,3 +156,40 @@ func unitsAudio(units []unit) (audio time.Duration) {
 	}
 	return audio
 }
+
+// webmUnits cuts WebM into blocks (see webmScanner); a new EBML header (a
+// restarted recorder) opens a new segment with its own init data.
+type webmUnits struct{ sc webmScanner }
+
+func (w *webmUnits) framesFLV() bool { return false }
+func (w *webmUnits) mark()           { w.sc.mark() }
+func (w *webmUnits) rollback()       { w.sc.rollback() }
+
+func (w *webmUnits) feed(p []byte) ([]unit, error) {
+	us, err := w.sc.feed(p)
+	return webmToUnits(us), err
+}
+
+func (w *webmUnits) flush() []unit { return webmToUnits(w.sc.flush()) }
+
+func webmToUnits(us []webmUnit) []unit {
+	units := make([]unit, len(us))
+	for i, u := range us {
+		units[i] = unit{data: u.data, dur: u.dur, resume: u.resume, newSeg: u.init != nil, init: u.init}
+	}
+	return units
+}
+
+// opusPreroll is what an Opus decoder needs to converge after a start
+// mid-stream (RFC 7845 §4.6 recommends 80 ms).
+const opusPreroll = 80 * time.Millisecond
+
+// webmPreroll starts a new attempt opusPreroll before pos.
+func webmPreroll(l *streamLog, from, pos int64) int64 {
+	p := pos
+	for d := time.Duration(0); d < opusPreroll && p > from && pos-p < maxPreroll; {
+		p--
+		d += l.at(p).dur
+	}
+	return p
+}

@@ -71,7 +71,7 @@ func (s *Session) writeLocked(src Source, p []byte) (Result, int64, *ffpipe.Proc
 	if err != nil {
 		s.scan.rollback()
 		if !s.everStarted() {
-			s.requestEnd(CauseNotMP3, "first data was not MP3")
+			s.requestEnd(CauseNotMP3, "first data was not in the stream's format")
 		}
 		return Result{}, 0, nil, err
 	}

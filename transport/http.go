@@ -250,7 +250,7 @@ func status(err error) (int, string) {
 	case errors.Is(err, session.ErrBusy), errors.Is(err, session.ErrSeqLate), errors.Is(err, session.ErrSeqConflict),
 		errors.Is(err, session.ErrFormat):
 		return http.StatusConflict, err.Error()
-	case errors.Is(err, session.ErrNotMP3):
+	case errors.Is(err, session.ErrNotMP3), errors.Is(err, session.ErrNotWebM):
 		return http.StatusUnsupportedMediaType, err.Error()
 	case errors.As(err, &ue):
 		return http.StatusBadGateway, ue.Error()

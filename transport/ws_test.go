@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -249,8 +250,15 @@ func TestWebSocketWebM(t *testing.T) {
 	if m := readStatus(t, c); m["type"] != "ready" {
 		t.Fatalf("first message: %v", m)
 	}
-	webm := append([]byte{0x1A, 0x45, 0xDF, 0xA3}, bytes.Repeat([]byte("opus"), 100)...) // not MP3, and not refused
-	c.WriteMessage(websocket.BinaryMessage, webm)
+	webm, err := os.ReadFile("../session/testdata/mediarecorder.webm") // Chromium's MediaRecorder
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rest := webm; len(rest) > 0; { // slices cut anywhere, as a recorder's timeslices are
+		n := min(len(rest), 1000)
+		c.WriteMessage(websocket.BinaryMessage, rest[:n])
+		rest = rest[n:]
+	}
 	// Another format for the same live ID is refused while it streams.
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
 		if info, ok := ts.reg.Info("wm"); ok && info.Bytes > 0 {
@@ -270,10 +278,23 @@ func TestWebSocketWebM(t *testing.T) {
 		t.Fatalf("ffmpeg read %d bytes, want the %d WebM bytes as sent", len(got), len(webm))
 	}
 	bad := newServer(t, fakeffmpeg.Normal, nil)
-	_, ce := readUntilClose(t, dialWS(t, bad, "id=x&key=k&format=wav", nil))
+	_, ce := readUntilClose(t, dialWSWrite(t, bad, "id=wn&key=k&format=webm", []byte("RIFF....WAVEfmt ")))
+	if ce.Code != websocket.CloseUnsupportedData || !strings.Contains(ce.Text, "not WebM") {
+		t.Errorf("WAV sent as WebM: close %v", ce)
+	}
+	_, ce = readUntilClose(t, dialWS(t, bad, "id=x&key=k&format=wav", nil))
 	if ce.Code != websocket.CloseUnsupportedData || !strings.Contains(ce.Text, "mp3 or webm") {
 		t.Errorf("format=wav: close %v", ce)
 	}
+}
+
+// dialWSWrite dials and sends one binary message.
+func dialWSWrite(t *testing.T, ts *testServer, query string, msg []byte) *websocket.Conn {
+	t.Helper()
+	c := dialWS(t, ts, query, nil)
+	readStatus(t, c)
+	c.WriteMessage(websocket.BinaryMessage, msg)
+	return c
 }
 
 // TestReconnectRightAfterTheCloseAnswer: the server answers a client's
