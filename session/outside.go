@@ -15,9 +15,9 @@ import (
 // second publish (split it) on the RTMP server. At other times such an
 // exit is restarted like any failure.
 
-// stoppedFromOutside tells whether ffmpeg's exit error says a signal we
-// did not send ended it: killed by one, or ffmpeg's own status 255, which
-// it exits with after SIGINT or SIGTERM. (ffpipe reports its own SIGINT as
+// stoppedFromOutside tells whether ffmpeg's exit error says a stop request
+// we did not send ended it: SIGTERM, SIGINT or SIGHUP, or ffmpeg's own
+// status 255, which it exits with after SIGINT or SIGTERM. (ffpipe reports its own SIGINT as
 // a clean stop, nil.)
 func stoppedFromOutside(err error) bool {
 	var ee *ffpipe.ExitError
@@ -25,7 +25,14 @@ func stoppedFromOutside(err error) bool {
 		return false
 	}
 	ws, ok := ee.State.Sys().(syscall.WaitStatus)
-	return ok && (ws.Signaled() || (ws.Exited() && ws.ExitStatus() == 255))
+	if !ok {
+		return false
+	}
+	if ws.Signaled() { // a stop request; SIGKILL (the OOM killer, a crash) is a failure to restart
+		sig := ws.Signal()
+		return sig == syscall.SIGTERM || sig == syscall.SIGINT || sig == syscall.SIGHUP
+	}
+	return ws.Exited() && ws.ExitStatus() == 255
 }
 
 // noteExit records whether proc, the session's running ffmpeg, which

@@ -125,6 +125,7 @@ func newSession(id string, cfg Config, log *logrus.Entry, draining *atomic.Bool)
 		scan:     rawUnits{},
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.slog.keep = upstreamRewind
 	switch cfg.FFmpeg.InputFormat {
 	case "mp3":
 		s.scan = &mp3Units{}

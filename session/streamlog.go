@@ -43,6 +43,8 @@ type streamLog struct {
 	pendBytes int
 	pendAudio time.Duration
 	preroll   prerollFunc // nil: none
+	// keep is how much confirmed audio stays, for rewind.
+	keep time.Duration
 }
 
 // end is the position the next unit gets.
@@ -112,9 +114,29 @@ func (l *streamLog) resumeAt() int64 {
 	return max(from, min(pos, l.preroll(l, from, pos)))
 }
 
+// rewind marks up to d of the confirmed audio before the first
+// unconfirmed unit as unconfirmed again, within the units kept and the
+// segment: an RTMP server that went away loses what it had received but
+// not passed on, which ffmpeg had reported sent.
+func (l *streamLog) rewind(d time.Duration) {
+	seg, _ := l.segmentAt(min(l.confirmed, l.end()-1))
+	from := max(seg.start, l.base)
+	for got := time.Duration(0); got < d && l.confirmed > from; {
+		l.confirmed--
+		u := l.at(l.confirmed)
+		got += u.dur
+		l.pendBytes += len(u.data)
+		l.pendAudio += u.dur
+	}
+}
+
 // trim forgets the units no attempt can need again.
 func (l *streamLog) trim() {
 	keep := l.resumeAt()
+	for kept := time.Duration(0); kept < l.keep && keep > l.base; {
+		keep--
+		kept += l.at(keep).dur
+	}
 	n := int(keep - l.base)
 	if n <= 0 {
 		return
