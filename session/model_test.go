@@ -61,6 +61,16 @@ type modelStream struct {
 	hdr   []byte // format of the next frame
 	next  uint32 // number of the next frame
 	rng   *rand.Rand
+	// A numbered stream (seq) sends chunk seq = len(chunks) next; chunks
+	// hold the acknowledged ones, for retries of a lost reply.
+	numbered bool
+	seqBase  int // chunks before it belong to earlier recordings
+	chunks   [][]byte
+}
+
+// writeSeq sends the pending bytes as the next numbered chunk.
+func (m *modelStream) writeSeq(r *Registry, p []byte) (SeqResult, error) {
+	return r.WriteSeq(context.Background(), m.id, testSrc, SeqChunk{Seq: int64(len(m.chunks) - m.seqBase)}, p)
 }
 
 func (m *modelStream) addFrames(n int) {
@@ -102,10 +112,10 @@ func TestModelDeliversEveryAcknowledgedFrame(t *testing.T) {
 	var streams []*modelStream
 	cur := func() *modelStream { return streams[len(streams)-1] }
 	newStream := func() {
-		streams = append(streams, &modelStream{id: fmt.Sprintf("m%d", len(streams)), hdr: hdrV2Mono, rng: rng})
+		streams = append(streams, &modelStream{id: fmt.Sprintf("m%d", len(streams)), hdr: hdrV2Mono, rng: rng, numbered: len(streams)%2 == 0})
 	}
 	newStream()
-	var kills, refusals, ends, changes int
+	var kills, refusals, ends, changes, dups, resets int
 	ctx := context.Background()
 	for op := 0; op < ops; op++ {
 		m := cur()
@@ -126,6 +136,16 @@ func TestModelDeliversEveryAcknowledgedFrame(t *testing.T) {
 			changes++
 		case k < 18: // the client pauses
 			time.Sleep(time.Duration(rng.IntN(50)) * time.Millisecond)
+		case k < 40 && m.numbered && m.sent == m.acked && len(m.chunks) > m.seqBase: // a retry whose reply was lost
+			j := max(m.seqBase, len(m.chunks)-1-rng.IntN(min(64, len(m.chunks)-m.seqBase)))
+			res, err := r.WriteSeq(ctx, m.id, testSrc, SeqChunk{Seq: int64(j - m.seqBase)}, m.chunks[j])
+			if err != nil || !res.Duplicate {
+				t.Fatalf("op %d: retry of chunk %d of %s: %+v, %v; want a duplicate", op, j-m.seqBase, m.id, res, err)
+			}
+			dups++
+		case k < 45 && m.numbered && m.sent == m.acked: // a new recording numbers from 0 again
+			m.seqBase = len(m.chunks)
+			resets++
 		default: // a write cut anywhere, or the retry of a refused one
 			if m.sent == m.acked {
 				if len(m.bytes)-m.acked < 2000 {
@@ -133,9 +153,17 @@ func TestModelDeliversEveryAcknowledgedFrame(t *testing.T) {
 				}
 				m.sent = min(len(m.bytes), m.acked+1+rng.IntN(1500))
 			}
-			_, err := r.Write(ctx, m.id, testSrc, m.bytes[m.acked:m.sent])
+			var err error
+			if m.numbered {
+				_, err = m.writeSeq(r, m.bytes[m.acked:m.sent])
+			} else {
+				_, err = r.Write(ctx, m.id, testSrc, m.bytes[m.acked:m.sent])
+			}
 			switch {
 			case err == nil:
+				if m.numbered {
+					m.chunks = append(m.chunks, m.bytes[m.acked:m.sent])
+				}
 				m.acked = m.sent
 			case errors.Is(err, ErrBufferFull), errors.As(err, new(*UpstreamError)):
 				refusals++ // full, or a first ffmpeg killed: the client sends it again
@@ -145,7 +173,8 @@ func TestModelDeliversEveryAcknowledgedFrame(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("%d operations: %d streams, %d kills, %d refusals, %d format changes", ops, len(streams), kills, refusals, changes)
+	t.Logf("%d operations: %d streams, %d kills, %d refusals, %d format changes, %d numbered retries, %d numbering restarts",
+		ops, len(streams), kills, refusals, changes, dups, resets)
 	// A kill just before shutdown counts as one from outside during it
 	// (see outside.go): let the last restart happen first.
 	waitFor(t, "the last stream publishing", func() bool { info, _ := r.Info(cur().id); return info.FFmpeg == "publishing" || info.Buffered == 0 })
