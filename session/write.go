@@ -197,9 +197,10 @@ func (s *Session) pump() error {
 			s.closeAttempt(time.Now())
 			continue
 		}
+		start := time.Now()
 		written, err := a.pump(&s.slog, s.cfg.WriteTimeout)
 		if err == nil && written {
-			s.cfg.Observer.StdinWritten(0)
+			s.cfg.Observer.StdinWritten(time.Since(start))
 			s.mu.Lock()
 			s.lastWrite = time.Now()
 			s.mu.Unlock()
