@@ -566,7 +566,8 @@ func TestEndWhileTheNameIsHeld(t *testing.T) {
 	audio := rtmptest.MP3(t, 2.016, 16000, 1, "32k", true)
 	pub.postChunks(t, id, splitEvery(audio, 14*144), 504*time.Millisecond)
 	select {
-	case <-held:
+	case err := <-held:
+		held <- err // for the cleanup
 		t.Fatal("the other publisher ended before the stream did: the test shows nothing")
 	default:
 	}

@@ -216,34 +216,26 @@ func (s *Session) pump() error {
 }
 
 // awaitPublish waits until an ffmpeg of the session has opened its output,
-// or proc failed for a reason other than a held name, or StartTimeout
-// passed (the audio then stays in the log, sent when the publish opens).
+// or proc failed (an error unless it was refused a name another publisher
+// still holds), or StartTimeout passed; in the last two cases the audio
+// stays in the log and is sent when the publish opens.
 func (s *Session) awaitPublish(proc *ffpipe.Proc) error {
 	timeout := time.NewTimer(s.cfg.StartTimeout)
 	defer timeout.Stop()
-	done := proc.Done()
-	for {
-		select {
-		case <-s.live:
-			return nil
-		case <-done:
-			err := s.procFailure(proc)
-			if ue := (*UpstreamError)(nil); errors.As(err, &ue) && ue.nameTaken() {
-				// Another publisher still holds the name (this stream's
-				// previous server draining): wait for a later ffmpeg.
-				done = nil
-				continue
-			}
-			if isClosed(s.live) {
-				return nil
-			}
-			return err
-		case <-timeout.C:
-			s.log.Debugf("ffmpeg not publishing %s after the first write; the audio is held", s.cfg.StartTimeout)
-			return nil
-		case <-s.endReq:
-			return nil // the end sends the log on
+	select {
+	case <-s.live:
+		return nil
+	case <-proc.Done():
+		err := s.procFailure(proc)
+		if ue := (*UpstreamError)(nil); errors.As(err, &ue) && ue.nameTaken() || isClosed(s.live) {
+			return nil // the name is held by the stream's previous publisher: a wait
 		}
+		return err
+	case <-timeout.C:
+		s.log.Debugf("ffmpeg not publishing %s after the first write; the audio is held", s.cfg.StartTimeout)
+		return nil
+	case <-s.endReq:
+		return nil // the end sends the log on
 	}
 }
 
