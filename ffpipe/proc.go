@@ -287,6 +287,14 @@ func (p *Proc) Err() error {
 	return p.err
 }
 
+// Interrupted tells whether Stop had to interrupt ffmpeg (it did not exit
+// on its own after stdin closed): what it had not sent then is lost.
+func (p *Proc) Interrupted() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.stopping
+}
+
 // Tail returns ffmpeg's last stderr lines, oldest first, redacted.
 func (p *Proc) Tail() []string {
 	p.mu.Lock()

@@ -62,6 +62,3 @@ func (s *Session) endIfStoppedOutside() bool {
 	s.requestEnd(CauseShutdown, "ffmpeg was stopped from outside during shutdown")
 	return true
 }
-
-// errStoppedOutside: restartProc refused (see endIfStoppedOutside).
-var errStoppedOutside = errors.New("ffmpeg was stopped from outside during shutdown")

@@ -61,6 +61,7 @@ type Session struct {
 	slog     streamLog
 	cur      *attempt // the ffmpeg reading the log; nil while none runs
 	retrying bool     // a restart is scheduled
+	writes   uint64   // writes that reached the scanner, for retract
 	clock    mediaClock
 	silent   []byte      // one silent frame in the stream's format, for gap fill
 	lastHdr  frameHeader // of the client's last MP3 frame, for gap fill
@@ -332,18 +333,26 @@ func (s *Session) finish() {
 				}
 			}
 			if !s.aborted() && !s.endIfStoppedOutside() {
-				s.mu.Lock()
-				s.restarts++
-				s.mu.Unlock()
+				if failures > 0 {
+					s.mu.Lock()
+					s.restarts++
+					s.mu.Unlock()
+				}
 				s.startAttempt()
 			}
 		}
+		clean := false
 		if s.cur != nil {
-			s.pump()
-			s.closeAttempt(deadline)
+			s.pump() // through every segment boundary
+			if s.cur != nil {
+				clean = s.closeAttempt(deadline)
+			}
 		}
 		if !s.unsent() || s.aborted() || !retry || time.Now().After(deadline) {
 			break
+		}
+		if clean {
+			continue // a segment sent: the next one starts at once
 		}
 		if failures++; failures == 1 {
 			s.log.WithField("held_seconds", fmt.Sprintf("%.2f", s.slog.pendAudio.Seconds())).
@@ -358,10 +367,10 @@ func (s *Session) finish() {
 func (s *Session) unsent() bool { return s.slog.confirmed < s.slog.end() }
 
 // closeAttempt closes the current ffmpeg's input after the last unit and
-// waits for it to send and exit; a clean exit confirms all it was given.
-// One still starting gets its flush grace from its publish, not from now.
-// Must hold wsem.
-func (s *Session) closeAttempt(deadline time.Time) {
+// waits for it to send and exit; an exit of its own confirms all it was
+// given, and it reports that. One still starting gets its flush grace from
+// its publish, not from now. Must hold wsem.
+func (s *Session) closeAttempt(deadline time.Time) bool {
 	a := s.cur
 	s.cur = nil
 	if !isClosed(a.proc.Ready()) {
@@ -373,12 +382,14 @@ func (s *Session) closeAttempt(deadline time.Time) {
 		case <-s.abort:
 		}
 	}
-	if err := a.proc.Stop(s.cfg.FlushGrace); err == nil {
+	clean := a.proc.Stop(s.cfg.FlushGrace) == nil && !a.proc.Interrupted()
+	if clean {
 		s.slog.confirm(a.cursor)
 	} else {
 		s.slog.confirm(a.progress(&s.slog, a.proc.Progress().OutTime))
 	}
 	s.syncBuffered()
+	return clean
 }
 
 // giveUp drops what no ffmpeg sent, once, counted and logged. Must hold

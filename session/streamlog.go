@@ -115,12 +115,12 @@ func (l *streamLog) resumeAt() int64 {
 }
 
 // rewind marks up to d of the confirmed audio before the first
-// unconfirmed unit as unconfirmed again, within the units kept and the
-// segment: an RTMP server that went away loses what it had received but
+// unconfirmed unit as unconfirmed again, within the units kept, the segment
+// and what the failed ffmpeg sent (from floor on): an RTMP server that went away loses what it had received but
 // not passed on, which ffmpeg had reported sent.
-func (l *streamLog) rewind(d time.Duration) {
+func (l *streamLog) rewind(d time.Duration, floor int64) {
 	seg, _ := l.segmentAt(min(l.confirmed, l.end()-1))
-	from := max(seg.start, l.base)
+	from := max(seg.start, l.base, floor)
 	for got := time.Duration(0); got < d && l.confirmed > from; {
 		l.confirmed--
 		u := l.at(l.confirmed)
@@ -155,7 +155,7 @@ func (l *streamLog) trim() {
 // truncate removes the units from pos on: a write refused after it was
 // appended (the first POST of a stream that could not publish).
 func (l *streamLog) truncate(pos int64) {
-	pos = max(pos, l.confirmed)
+	pos = min(max(pos, l.confirmed), l.end())
 	for p := pos; p < l.end(); p++ {
 		u := l.at(p)
 		l.pendBytes -= len(u.data)

@@ -133,7 +133,7 @@ func (s *Session) watch(proc *ffpipe.Proc) {
 	onPurpose := s.killed == proc
 	s.mu.Unlock()
 	if isClosed(proc.Ready()) && (onPurpose || upstreamFailure(err)) {
-		s.slog.rewind(upstreamRewind)
+		s.slog.rewind(upstreamRewind, a.start)
 	}
 	s.syncBuffered()
 	s.cur = nil

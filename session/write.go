@@ -25,10 +25,11 @@ func (s *Session) write(ctx context.Context, src Source, p []byte, awaitStart bo
 		return Result{}, errEnded
 	}
 	res, mark, proc, err := s.writeLocked(src, p)
+	n := s.writes
 	<-s.wsem
 	if err == nil && proc != nil && awaitStart {
-		if err = s.awaitPublish(proc); err != nil {
-			s.retract(mark)
+		if err = s.awaitPublish(ctx, proc); err != nil && !s.retract(mark, n, res) {
+			err = nil // others wrote after it: it stays, acknowledged, and is retried
 		}
 	}
 	return res, err
@@ -60,12 +61,8 @@ func (s *Session) writeLocked(src Source, p []byte) (Result, int64, *ffpipe.Proc
 	if failed != nil && (s.cur != nil || s.retrying) {
 		return Result{}, 0, nil, failed
 	}
-	if failed != nil {
-		s.mu.Lock()
-		s.restarts++ // the client's retry starts the next ffmpeg
-		s.mu.Unlock()
-	}
 
+	s.writes++ // a later write moves the scanner's mark: see retract
 	s.scan.mark()
 	units, err := s.scan.feed(p)
 	if err != nil {
@@ -82,6 +79,11 @@ func (s *Session) writeLocked(src Source, p []byte) (Result, int64, *ffpipe.Proc
 		return Result{}, 0, nil, ErrBufferFull
 	}
 
+	if failed != nil {
+		s.mu.Lock()
+		s.restarts++ // the client's retry starts the next ffmpeg
+		s.mu.Unlock()
+	}
 	mark := s.slog.end()
 	for _, u := range units {
 		s.slog.append(u)
@@ -95,6 +97,7 @@ func (s *Session) writeLocked(src Source, p []byte) (Result, int64, *ffpipe.Proc
 	s.syncBuffered()
 	if len(units) > 0 {
 		if err := s.pump(); err != nil {
+			s.scan.rollback()
 			s.slog.truncate(mark)
 			s.syncBuffered()
 			return Result{}, 0, nil, err
@@ -219,10 +222,12 @@ func (s *Session) pump() error {
 // or proc failed (an error unless it was refused a name another publisher
 // still holds), or StartTimeout passed; in the last two cases the audio
 // stays in the log and is sent when the publish opens.
-func (s *Session) awaitPublish(proc *ffpipe.Proc) error {
+func (s *Session) awaitPublish(ctx context.Context, proc *ffpipe.Proc) error {
 	timeout := time.NewTimer(s.cfg.StartTimeout)
 	defer timeout.Stop()
 	select {
+	case <-ctx.Done():
+		return ctx.Err() // the client is gone: it saw no acknowledgement
 	case <-s.live:
 		return nil
 	case <-proc.Done():
@@ -239,22 +244,31 @@ func (s *Session) awaitPublish(proc *ffpipe.Proc) error {
 	}
 }
 
-// retract takes a refused first write back out of the log, with every
-// write after it (they wait for the same publish and get the same error).
-func (s *Session) retract(mark int64) {
+// retract takes a refused first write back out of the log, and its bytes
+// out of the scanner, if no write came after it (write n was the last to
+// reach the scanner) and the stream never published; otherwise it stays, acknowledged,
+// for the ffmpegs that follow. It reports whether it took it back.
+func (s *Session) retract(mark int64, n uint64, res Result) bool {
 	select {
 	case s.wsem <- struct{}{}:
 	case <-s.endReq:
-		return
+		return false
 	}
 	defer func() { <-s.wsem }()
 	s.mu.Lock()
 	published := s.published
 	s.mu.Unlock()
-	if !published {
-		s.slog.truncate(mark)
-		s.syncBuffered()
+	if published || s.writes != n {
+		return false
 	}
+	s.scan.rollback()
+	s.slog.truncate(mark)
+	s.syncBuffered()
+	s.mu.Lock()
+	s.bytes -= res.Bytes
+	s.audio -= res.Audio
+	s.mu.Unlock()
+	return true
 }
 
 // procFailure waits briefly for a failing ffmpeg's exit and returns why it

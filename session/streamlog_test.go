@@ -7,7 +7,7 @@ import (
 )
 
 // Random operations on the log alone; checks its invariants.
-func TestReviewLogInvariants(t *testing.T) {
+func TestStreamLogInvariants(t *testing.T) {
 	for seed := uint64(0); seed < 300; seed++ {
 		rng := rand.New(rand.NewPCG(seed, 1))
 		l := streamLog{keep: 100 * time.Millisecond}
@@ -27,7 +27,7 @@ func TestReviewLogInvariants(t *testing.T) {
 				case k < 7:
 					l.confirm(l.confirmed + int64(rng.IntN(8)))
 				case k < 8:
-					l.rewind(time.Duration(rng.IntN(200)) * time.Millisecond)
+					l.rewind(time.Duration(rng.IntN(200))*time.Millisecond, l.base)
 				case k < 9:
 					if n := l.end() - l.confirmed; n > 0 {
 						l.truncate(l.confirmed + rng.Int64N(n+1))
