@@ -64,7 +64,8 @@ type modelStream struct {
 	// A numbered stream (seq) sends chunk seq = len(chunks) next; chunks
 	// hold the acknowledged ones, for retries of a lost reply.
 	numbered bool
-	seqBase  int // chunks before it belong to earlier recordings
+	seqBase  int    // chunks before it belong to earlier recordings
+	holeFrom uint32 // frames from it on follow a skipped chunk: unchecked (0: none)
 	chunks   [][]byte
 }
 
@@ -115,7 +116,7 @@ func TestModelDeliversEveryAcknowledgedFrame(t *testing.T) {
 		streams = append(streams, &modelStream{id: fmt.Sprintf("m%d", len(streams)), hdr: hdrV2Mono, rng: rng, numbered: len(streams)%2 == 0})
 	}
 	newStream()
-	var kills, refusals, ends, changes, dups, resets int
+	var kills, refusals, ends, changes, dups, resets, crossed int
 	ctx := context.Background()
 	for op := 0; op < ops; op++ {
 		m := cur()
@@ -146,6 +147,42 @@ func TestModelDeliversEveryAcknowledgedFrame(t *testing.T) {
 		case k < 45 && m.numbered && m.sent == m.acked: // a new recording numbers from 0 again
 			m.seqBase = len(m.chunks)
 			resets++
+		case k < 60 && m.numbered && m.sent == m.acked && len(m.chunks) > m.seqBase: // two chunks cross on the network
+			m.addFrames(2 + rng.IntN(4))
+			cut := m.acked + rng.IntN(len(m.bytes)-m.acked-1) + 1
+			first, second := m.bytes[m.acked:cut], m.bytes[cut:]
+			n := int64(len(m.chunks) - m.seqBase)
+			late := make(chan error, 1)
+			go func() {
+				_, err := r.WriteSeq(ctx, m.id, testSrc, SeqChunk{Seq: n + 1}, second)
+				late <- err
+			}()
+			time.Sleep(time.Millisecond) // usually the second arrives first; either order must do
+			_, err1 := r.WriteSeq(ctx, m.id, testSrc, SeqChunk{Seq: n}, first)
+			err2 := <-late
+			if err1 != nil || err2 != nil {
+				// A refusal (buffer, a killed first ffmpeg) of either: the
+				// model stops here; both are resent as one chunk later.
+				if err1 == nil {
+					m.chunks = append(m.chunks, first)
+					m.acked = cut
+				}
+				m.sent = m.acked
+				refusals++
+				if err1 != nil && err2 == nil {
+					// The second went on without the first after
+					// -seq-wait: a hole the client was told of (the first
+					// was refused). Frames from the hole on are not
+					// checked; the client starts another stream.
+					m.holeFrom = uint32(frameAt(m.ends, m.acked))
+					r.End(m.id, CauseClient)
+					newStream()
+				}
+				break
+			}
+			m.chunks = append(m.chunks, first, second)
+			m.acked, m.sent = len(m.bytes), len(m.bytes)
+			crossed++
 		default: // a write cut anywhere, or the retry of a refused one
 			if m.sent == m.acked {
 				if len(m.bytes)-m.acked < 2000 {
@@ -173,8 +210,8 @@ func TestModelDeliversEveryAcknowledgedFrame(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("%d operations: %d streams, %d kills, %d refusals, %d format changes, %d numbered retries, %d numbering restarts",
-		ops, len(streams), kills, refusals, changes, dups, resets)
+	t.Logf("%d operations: %d streams, %d kills, %d refusals, %d format changes, %d numbered retries, %d numbering restarts, %d crossed chunks",
+		ops, len(streams), kills, refusals, changes, dups, resets, crossed)
 	// A kill just before shutdown counts as one from outside during it
 	// (see outside.go): let the last restart happen first.
 	waitFor(t, "the last stream publishing", func() bool { info, _ := r.Info(cur().id); return info.FFmpeg == "publishing" || info.Buffered == 0 })
@@ -212,6 +249,15 @@ func (d *dropCounter) total() (n int) {
 	return n
 }
 
+// frameAt is the number of frames wholly before byte offset off.
+func frameAt(ends []int, off int) int {
+	n := 0
+	for n < len(ends) && ends[n] <= off {
+		n++
+	}
+	return n
+}
+
 // checkModelStream checks what the fakes of one stream published against
 // what its client got acknowledged.
 func checkModelStream(t *testing.T, dir string, m *modelStream) {
@@ -237,6 +283,9 @@ func checkModelStream(t *testing.T, dir string, m *modelStream) {
 			out = out[h.length:]
 			if !ok {
 				continue // silence
+			}
+			if m.holeFrom > 0 && n >= m.holeFrom {
+				break
 			}
 			switch {
 			case first && n > next:

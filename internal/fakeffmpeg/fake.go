@@ -170,6 +170,11 @@ func run(args []string, dir, mode string) int {
 				}
 			} else {
 				tags = unwrap.feed(data, false)
+				if reads == 0 && len(tags) == 0 {
+					// ffmpeg opens its output once it has the first frame,
+					// with out_time 0, whatever it holds back.
+					fmt.Fprintf(progress, "total_size=0\nout_time_us=0\nprogress=continue\n")
+				}
 			}
 			// FLV input: each tag is "sent" (written out) and reported on
 			// its own, as ffmpeg reports what it has muxed.
