@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"ffmpeg-publisher/session"
 
@@ -303,10 +304,14 @@ func (c *wsConn) endWriter(ce *websocket.CloseError) {
 
 // closeReason trims a reason to what fits in a close frame (123 bytes).
 func closeReason(msg string) string {
-	if len(msg) > 123 {
-		return msg[:120] + "..."
+	if len(msg) <= 123 {
+		return msg
 	}
-	return msg
+	cut := 120
+	for cut > 0 && !utf8.RuneStart(msg[cut]) {
+		cut-- // a browser drops a close frame whose reason is not UTF-8
+	}
+	return msg[:cut] + "..."
 }
 
 // writeLoop sends status messages and pings until it is told to stop, the

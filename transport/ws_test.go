@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"ffmpeg-publisher/internal/fakeffmpeg"
 	"ffmpeg-publisher/session"
@@ -316,5 +317,18 @@ func TestReconnectRightAfterTheCloseAnswer(t *testing.T) {
 			t.Fatalf("round %d: close answered with %v", i, ce)
 		}
 		c.Close()
+	}
+}
+
+// TestCloseReasonStaysUTF8: a long reason (ffmpeg's words, with a redacted
+// "…") is cut on a character boundary, within the 123 bytes a close frame
+// allows.
+func TestCloseReasonStaysUTF8(t *testing.T) {
+	for pad := 0; pad < 4; pad++ {
+		msg := strings.Repeat("x", 118+pad) + "…" + strings.Repeat("y", 40)
+		got := closeReason(msg)
+		if !utf8.ValidString(got) || len(got) > 123 {
+			t.Errorf("pad %d: %q (%d bytes)", pad, got, len(got))
+		}
 	}
 }
