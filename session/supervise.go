@@ -160,7 +160,9 @@ func (s *Session) watch(proc *ffpipe.Proc) {
 	published := s.published
 	s.ffstate = "restarting"
 	s.mu.Unlock()
-	l := s.log.WithFields(logrus.Fields{"pid": proc.Pid(), "ffmpeg_tail": strings.Join(proc.Tail(), " | ")})
+	l := s.log.WithFields(logrus.Fields{"pid": proc.Pid(), "ffmpeg_tail": strings.Join(proc.Tail(), " | "),
+		"sent_seconds": fmt.Sprintf("%.2f", a.sentAt.Seconds()), "output_seconds": fmt.Sprintf("%.2f", proc.Progress().OutTime.Seconds()),
+		"units_given": a.cursor - a.start, "units_sent": a.sent - a.start})
 	if !published && !s.unsent() {
 		// Its first write was answered with the error and taken back:
 		// the client's next write starts the next ffmpeg.
