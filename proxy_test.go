@@ -155,6 +155,10 @@ func TestClientsBehindHAProxyKeepTheirOwnLimits(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if resp.StatusCode >= 500 {
+			body, _ := io.ReadAll(resp.Body)
+			t.Logf("POST for %s from %s: %d %s", id, spoof, resp.StatusCode, body)
+		}
 		resp.Body.Close()
 		return resp.StatusCode
 	}
