@@ -32,5 +32,7 @@ test('closeReason tells whether to retry', () => {
   assert.equal(closeReason(1008, 'wrong or missing key').retry, false);
   assert.equal(closeReason(1006, '').retry, true);
   assert.equal(closeReason(1001, '').retry, true);
+  assert.match(closeReason(1001, 'the server is shutting down').text, /restarting/);
+  assert.match(closeReason(1001, 'no audio for 1m0s').text, /no audio for 1m0s; reconnecting/);
   assert.equal(closeReason(1000, '').retry, false);
 });

@@ -58,7 +58,9 @@ export function closeReason(code, reason) {
     case 1003: return { text: reason || 'The server cannot use this audio format.', retry: false };
     case 1009: return { text: reason || 'A message was too large.', retry: false };
     case 1013: return { text: reason || 'The server is busy; retrying…', retry: true };
-    case 1001: return { text: 'The server is restarting; reconnecting…', retry: true };
+    // 1001 is a server going away, or a connection that sent no audio for
+    // the server's read timeout: the reason says which.
+    case 1001: return { text: reason && !/shutting down/.test(reason) ? `${reason}; reconnecting…` : 'The server is restarting; reconnecting…', retry: true };
     default: return { text: reason || 'Connection lost; reconnecting…', retry: true };
   }
 }
