@@ -316,7 +316,11 @@ func deliveryUnderFailures(t *testing.T, id string, every time.Duration, send fu
 			id, rep.Lost.Milliseconds(), rep.Duplicated.Milliseconds(), failures, lostPerFailure.Milliseconds(), dupBound.Milliseconds())
 	}
 	for _, e := range rep.Events {
-		if (e.Lost && e.Len > lostPerFailure) || (!e.Lost && e.Len > duplicatedBound(nearest(c.done, e.Source))) {
+		// Which failure an event follows is a guess (the acknowledged
+		// audio when it was done; a client held back by a full buffer
+		// acknowledges nothing meanwhile), so one event gets the larger
+		// bound; the total above keeps each failure's own.
+		if (e.Lost && e.Len > lostPerFailure) || (!e.Lost && e.Len > duplicatedPerRestart) {
 			t.Errorf("%s: %s: beyond the bound for one failure", id, e)
 		}
 	}

@@ -545,9 +545,9 @@ func TestEndWhileTheNameIsHeld(t *testing.T) {
 	rtmp := rtmptest.Start(t)
 	pub := startPublisher(t, rtmp.URL, nil)
 	const id = "held"
-	// The other publisher: 5 s of tone at real-time pace.
+	// The other publisher: 7 s of tone at real-time pace.
 	holder := exec.Command("ffmpeg", "-hide_banner", "-loglevel", "error", "-re",
-		"-f", "lavfi", "-i", "sine=frequency=440:sample_rate=16000", "-t", "5",
+		"-f", "lavfi", "-i", "sine=frequency=440:sample_rate=16000", "-t", "7",
 		"-c:a", "aac", "-f", "flv", rtmp.URL+"/"+id)
 	holder.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := holder.Start(); err != nil {

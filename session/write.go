@@ -105,10 +105,18 @@ func (s *Session) writeLocked(src Source, p []byte) (Result, int64, *ffpipe.Proc
 	}
 	info := s.countAccepted(len(p), audio, src.Transport)
 	var proc *ffpipe.Proc
-	if !published && s.cur != nil {
-		proc = s.cur.proc
+	if !published && s.cur != nil && !s.nameHeld() {
+		proc = s.cur.proc // wait for its publish; not while a name is held, where the audio waits in the log
 	}
 	return Result{Bytes: int64(len(p)), Audio: audio, Total: info}, mark, proc, nil
+}
+
+// nameHeld tells whether the last ffmpeg was refused a name another
+// publisher still holds.
+func (s *Session) nameHeld() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err != nil && s.err.nameTaken()
 }
 
 // countAccepted adds an accepted write to the totals. Must hold wsem.
