@@ -264,7 +264,10 @@ func TestRateLimits(t *testing.T) {
 		t.Errorf("codes %v, Retry-After %q; want 200 200, at most %d accepted, then 429 and 1", codes, retry, limit)
 	}
 	// New sessions: a burst of 5, then refused.
-	ns := newServer(t, fakeffmpeg.Normal, func(c *Config, s *session.Config) { c.RateSessions = 0.01 })
+	ns := newServer(t, fakeffmpeg.Normal, func(c *Config, s *session.Config) {
+		c.RateSessions = 0.01
+		s.IdleTimeout = time.Minute // each first POST waits for a publish: the first stream must outlast six
+	})
 	var last int
 	var msg string
 	for i := 0; i < 6; i++ {
