@@ -545,9 +545,10 @@ func TestEndWhileTheNameIsHeld(t *testing.T) {
 	rtmp := rtmptest.Start(t)
 	pub := startPublisher(t, rtmp.URL, nil)
 	const id = "held"
-	// The other publisher: 7 s of tone at real-time pace.
+	audio := rtmptest.MP3(t, 2.016, 16000, 1, "32k", true) // made first: a loaded machine takes its time
+	// The other publisher: 10 s of tone at real-time pace.
 	holder := exec.Command("ffmpeg", "-hide_banner", "-loglevel", "error", "-re",
-		"-f", "lavfi", "-i", "sine=frequency=440:sample_rate=16000", "-t", "7",
+		"-f", "lavfi", "-i", "sine=frequency=440:sample_rate=16000", "-t", "10",
 		"-c:a", "aac", "-f", "flv", rtmp.URL+"/"+id)
 	holder.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := holder.Start(); err != nil {
@@ -563,7 +564,6 @@ func TestEndWhileTheNameIsHeld(t *testing.T) {
 	}
 	// 2 s in four POSTs, the last one ending the stream, all while the
 	// name is taken.
-	audio := rtmptest.MP3(t, 2.016, 16000, 1, "32k", true)
 	pub.postChunks(t, id, splitEvery(audio, 14*144), 504*time.Millisecond)
 	select {
 	case err := <-held:
