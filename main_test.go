@@ -201,6 +201,20 @@ func (p *publisher) post(t *testing.T, path string, body io.Reader) (int, reply)
 	return resp.StatusCode, r
 }
 
+// postRetrying posts body and, while the answer is 503 with Retry-After
+// (the stream's buffer full: ffmpeg restarting or behind on a loaded
+// machine), posts it again when told, as the README asks of clients.
+func (p *publisher) postRetrying(t *testing.T, path, body string) (int, reply) {
+	t.Helper()
+	code, r := p.post(t, path, strings.NewReader(body))
+	for tries := 0; code == 503 && strings.Contains(r.Errmsg, "buffer is full") && tries < 20; tries++ {
+		t.Logf("%s: 503 %s; retrying in 1 s", path, r.Errmsg)
+		time.Sleep(time.Second)
+		code, r = p.post(t, path, strings.NewReader(body))
+	}
+	return code, r
+}
+
 // paced calls send(i) for each of n chunks at the moment chunk i is due in
 // real time.
 func paced(n int, every time.Duration, send func(i int)) {
@@ -225,7 +239,7 @@ func (p *publisher) postChunksEnd(t *testing.T, id string, chunks [][]byte, ever
 		if end && i == len(chunks)-1 {
 			q += "&end=1"
 		}
-		code, r := p.post(t, q, strings.NewReader(base64.StdEncoding.EncodeToString(chunks[i])))
+		code, r := p.postRetrying(t, q, base64.StdEncoding.EncodeToString(chunks[i]))
 		if code != 200 || r.Errcode != 0 || r.Errmsg != "ok" {
 			t.Errorf("chunk %d: %d %+v", i, code, r)
 		}

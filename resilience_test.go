@@ -128,7 +128,7 @@ func TestRTMPServerRestartMidStream(t *testing.T) {
 		if last {
 			q += "&end=1"
 		}
-		if code, r := p.post(t, q, strings.NewReader(base64.StdEncoding.EncodeToString(chunks[i]))); code != 200 {
+		if code, r := p.postRetrying(t, q, base64.StdEncoding.EncodeToString(chunks[i])); code != 200 {
 			t.Fatalf("chunk %d: %d %+v", i, code, r)
 		}
 		sent += session.MP3Duration(chunks[i])
@@ -581,7 +581,9 @@ func TestEndWhileTheNameIsHeld(t *testing.T) {
 		ours += d
 	}
 	sent := session.MP3Duration(audio).Seconds()
-	if ours < sent-0.07 || ours > sent+0.15 {
+	// Nothing acknowledged is lost; a flush split by a failed publish may
+	// repeat up to the rewind (1.5 s) and a pre-roll.
+	if ours < sent-0.07 || ours > sent+1.6 {
 		t.Errorf("recorded %.3f s after the name was free, acknowledged %.3f s (recordings %v)", ours, sent, rec.Each)
 		pub.explain(t, id)
 	} else {
