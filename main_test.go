@@ -123,7 +123,9 @@ func (h *endedHook) Fire(e *logrus.Entry) error {
 // silence waits for id's session to end and returns the silence it fed.
 func (p *publisher) silence(t *testing.T, id string) time.Duration {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+	// 20 s: an ending stream may keep trying for endFlush (10 s) to
+	// publish held audio.
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		p.ended.mu.Lock()
 		sil, ok := p.ended.silence[id]
 		p.ended.mu.Unlock()
