@@ -223,3 +223,25 @@ func TestEndSendsEverySegment(t *testing.T) {
 		t.Fatalf("the RTMP server took every publish, yet %v bytes were given up", drops.byCause)
 	}
 }
+
+// A first POST waiting for a slow publish is a client still there: the
+// stream must not go idle under it, or the next POST, sent once it is
+// answered, opens a second stream for the same ID.
+func TestNoIdleWhileTheFirstPostWaits(t *testing.T) {
+	r, dir := newTestRegistry(t, fakeffmpeg.SlowStart, func(c *Config) {
+		c.StartTimeout = 600 * time.Millisecond
+		c.IdleTimeout = 300 * time.Millisecond
+	})
+	ctx := context.Background()
+	if _, err := r.Write(ctx, "abc", testSrc, modelFrames(hdrV2Mono, 0, 10)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Write(ctx, "abc", testSrc, modelFrames(hdrV2Mono, 10, 10)); err != nil {
+		t.Fatal(err)
+	}
+	closeRegistry(t, r)
+	if runs := len(fakeffmpeg.OutputFiles(dir, "abc")); runs != 1 {
+		t.Fatalf("%d ffmpegs for one stream, want 1", runs)
+	}
+	wantAllFrames(t, dir, "abc", 20)
+}

@@ -104,6 +104,9 @@ func (s *Session) watch(proc *ffpipe.Proc) {
 	startedAt := time.Now()
 	select {
 	case <-proc.Ready():
+	case <-proc.Done():
+	}
+	if isClosed(proc.Ready()) { // both may be closed by now: Ready always comes first
 		s.mu.Lock()
 		s.published = true
 		if s.running == proc {
@@ -112,7 +115,6 @@ func (s *Session) watch(proc *ffpipe.Proc) {
 		}
 		s.mu.Unlock()
 		s.liveOnce.Do(func() { close(s.live) })
-	case <-proc.Done():
 	}
 	<-proc.Done()
 	err := proc.Err()

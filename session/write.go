@@ -17,6 +17,8 @@ import (
 // out of the log) rather than a later one. Connections learn it from
 // status messages instead.
 func (s *Session) write(ctx context.Context, src Source, p []byte, awaitStart bool) (Result, error) {
+	s.enter()
+	defer s.leave() // the wait for the publish counts too: the stream is not idle
 	select {
 	case s.wsem <- struct{}{}:
 	case <-ctx.Done():
@@ -45,17 +47,9 @@ func (s *Session) writeLocked(src Source, p []byte) (Result, int64, *ffpipe.Proc
 		return Result{}, 0, nil, errEnded
 	}
 	s.source = src
-	s.inflight++
-	s.lastData = time.Now()
 	failed := s.errLocked()
 	published := s.published
 	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		s.inflight--
-		s.lastData = time.Now()
-		s.mu.Unlock()
-	}()
 	// Never live and a retry of held audio is under way: say why rather
 	// than pile up audio (the client sends it again).
 	if failed != nil && (s.cur != nil || s.retrying) {
@@ -109,6 +103,22 @@ func (s *Session) writeLocked(src Source, p []byte) (Result, int64, *ffpipe.Proc
 		proc = s.cur.proc // wait for its publish; not while a name is held, where the audio waits in the log
 	}
 	return Result{Bytes: int64(len(p)), Audio: audio, Total: info}, mark, proc, nil
+}
+
+// enter and leave bracket a client's write: the idle timeout and the drain
+// count from the last one to leave.
+func (s *Session) enter() {
+	s.mu.Lock()
+	s.inflight++
+	s.lastData = time.Now()
+	s.mu.Unlock()
+}
+
+func (s *Session) leave() {
+	s.mu.Lock()
+	s.inflight--
+	s.lastData = time.Now()
+	s.mu.Unlock()
 }
 
 // nameHeld tells whether the last ffmpeg was refused a name another
@@ -240,7 +250,7 @@ func (s *Session) awaitPublish(ctx context.Context, proc *ffpipe.Proc) error {
 		return nil
 	case <-proc.Done():
 		err := s.procFailure(proc)
-		if ue := (*UpstreamError)(nil); errors.As(err, &ue) && ue.nameTaken() || isClosed(s.live) {
+		if ue := (*UpstreamError)(nil); errors.As(err, &ue) && ue.nameTaken() || isClosed(s.live) || isClosed(proc.Ready()) {
 			return nil // the name is held by the stream's previous publisher: a wait
 		}
 		return err
