@@ -18,20 +18,16 @@ type attempt struct {
 	// sentAt into its output.
 	sent   int64
 	sentAt time.Duration
-	flv    *flvFramer // nil unless the units go in FLV tags
-	opened bool       // it got the segment's init data
+	framer framer // nil unless the units go wrapped (MP3 in FLV tags)
+	opened bool   // it got the segment's init data
 	buf    []byte
 	// deadline is its stdin's write deadline.
 	deadline time.Time
 }
 
-func newAttempt(proc *ffpipe.Proc, l *streamLog, start int64, flv bool) *attempt {
+func newAttempt(proc *ffpipe.Proc, l *streamLog, start int64, f framer) *attempt {
 	seg, _ := l.segmentAt(start)
-	a := &attempt{proc: proc, segStart: seg.start, start: start, cursor: start, sent: start}
-	if flv {
-		a.flv = &flvFramer{}
-	}
-	return a
+	return &attempt{proc: proc, segStart: seg.start, start: start, cursor: start, sent: start, framer: f}
 }
 
 // segmentDone tells whether it was given its whole segment and the log
@@ -59,8 +55,8 @@ func (a *attempt) pump(l *streamLog, timeout time.Duration) (written bool, err e
 	}
 	a.buf = buf
 	out := buf
-	if a.flv != nil {
-		out = a.flv.frame(buf, !a.opened)
+	if a.framer != nil {
+		out = a.framer.frame(buf, !a.opened)
 	}
 	a.opened = true
 	a.cursor = end

@@ -34,7 +34,7 @@ const gapStep = 250 * time.Millisecond
 // accumulate. It returns when the next fill falls due (zero: none until the
 // stream has audio), for run's timer.
 func (s *Session) fillGap(now time.Time) (due time.Time) {
-	if s.cfg.GapFill <= 0 || !s.scan.framesFLV() {
+	if s.cfg.GapFill <= 0 {
 		return time.Time{}
 	}
 	select {
@@ -65,19 +65,17 @@ func (s *Session) fillGap(now time.Time) (due time.Time) {
 	if lag <= s.cfg.GapFill {
 		return next()
 	}
-	h := s.lastHdr
-	if s.silent == nil || !sameStream(h, mustParse(s.silent)) {
-		s.silent = silentFrame(h)
-	}
 	// Fill a step beyond the threshold, so that a quiet stream wakes once
-	// a step rather than once a frame.
-	dur := h.duration()
+	// a step rather than once a unit.
 	step := min(gapStep, s.cfg.GapFill/2)
-	n := int((lag-s.cfg.GapFill+step)/dur) + 1
-	for i := 0; i < n; i++ {
-		s.slog.append(unit{data: s.silent, dur: dur, silence: true})
+	units := s.scan.silence(lag - s.cfg.GapFill + step)
+	if units == nil {
+		return time.Time{} // a format without silence: no gap fill
 	}
-	fed := time.Duration(n) * dur
+	for _, u := range units {
+		s.slog.append(u)
+	}
+	fed := unitsAudio(units)
 	s.clock.advance(fed, now)
 	s.syncBuffered()
 	s.pump()

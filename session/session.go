@@ -57,14 +57,12 @@ type Session struct {
 	// because blocked senders queue in order.
 	wsem chan struct{}
 	// Owned by the holder of wsem:
-	scan     unitScanner
+	scan     format
 	slog     streamLog
 	cur      *attempt // the ffmpeg reading the log; nil while none runs
 	retrying bool     // a restart is scheduled
 	writes   uint64   // writes that reached the scanner, for retract
 	clock    mediaClock
-	silent   []byte      // one silent frame in the stream's format, for gap fill
-	lastHdr  frameHeader // of the client's last MP3 frame, for gap fill
 	// warnedCopy: the copy fallback to AAC was logged.
 	warnedCopy bool
 
@@ -123,18 +121,11 @@ func newSession(id string, cfg Config, log *logrus.Entry, draining *atomic.Bool)
 		state:    StateNew,
 		ffstate:  "not started",
 		lastData: time.Now(),
-		scan:     rawUnits{},
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.slog.keep = upstreamRewind
-	switch cfg.FFmpeg.InputFormat {
-	case "mp3":
-		s.scan = &mp3Units{}
-		s.slog.preroll = mp3Preroll
-	case "webm":
-		s.scan = &webmUnits{}
-		s.slog.preroll = webmPreroll
-	}
+	s.scan = newFormat(cfg.FFmpeg.InputFormat)
+	s.slog.preroll = s.scan.preroll()
 	return s
 }
 

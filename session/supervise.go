@@ -37,8 +37,8 @@ func (s *Session) startAttempt() error {
 	fc := s.cfg.FFmpeg
 	fc.Target = Target(s.cfg.RTMPBase, s.id)
 	fc.LiveID = s.id
-	if s.scan.framesFLV() {
-		fc.InputFormat = "flv" // MP3 frames in FLV tags: see flvFramer
+	if in := s.scan.input(); in != "" {
+		fc.InputFormat = in // MP3 goes in FLV tags: see flvFramer
 	}
 	if fc.AudioCodec == "copy" && !s.flvCarries(start) {
 		fc.AudioCodec = "aac"
@@ -48,7 +48,7 @@ func (s *Session) startAttempt() error {
 		s.log.WithError(err).Error("cannot start ffmpeg")
 		return &UpstreamError{Reason: err.Error()}
 	}
-	s.cur = newAttempt(proc, &s.slog, start, s.scan.framesFLV())
+	s.cur = newAttempt(proc, &s.slog, start, s.scan.framer())
 	s.cfg.Observer.FFmpegStarted()
 	s.mu.Lock()
 	first := s.pid == 0
@@ -74,25 +74,20 @@ func (s *Session) startAttempt() error {
 	return nil
 }
 
-// flvCarries tells whether FLV can carry the MP3 at pos as it is: at 44.1,
-// 22.05 or 11.025 kHz (the rates FLV's header can say). Other audio (16 kHz
+// flvCarries tells whether the output can carry the audio at pos as it is
+// (FLV says only 44.1, 22.05 or 11.025 kHz for MP3). Other audio (16 kHz
 // from a mini-program, Opus) is encoded to AAC even with -audio-codec copy,
 // or ffmpeg would refuse the output. Must hold wsem.
 func (s *Session) flvCarries(pos int64) bool {
-	if !s.scan.framesFLV() || pos >= s.slog.end() {
+	if pos >= s.slog.end() {
 		return false
 	}
-	h, ok := parseHeader(s.slog.at(pos).data)
-	if !ok {
-		return false
-	}
-	switch h.sampleRate {
-	case 44100, 22050, 11025:
+	if s.scan.copyable(*s.slog.at(pos)) {
 		return true
 	}
 	if !s.warnedCopy {
 		s.warnedCopy = true
-		s.log.WithField("sample_rate", h.sampleRate).Warn("FLV cannot carry MP3 at this sample rate: this stream is encoded to AAC despite -audio-codec copy")
+		s.log.Warn("the output cannot carry this stream as it is: it is encoded to AAC despite -audio-codec copy")
 	}
 	return false
 }

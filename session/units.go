@@ -12,23 +12,20 @@ type unitScanner interface {
 	rollback()
 	// flush returns what is still held back when the stream ends.
 	flush() []unit
-	// framesFLV tells whether an ffmpeg reads these units framed in FLV.
-	framesFLV() bool
 }
 
 // mp3Units cuts MP3 into frames; a frame in another format than the one
 // before it (a new recording) opens a new segment.
 type mp3Units struct {
-	sc    mp3Scanner
-	last  frameHeader // of the last frame passed on
-	saved struct {
+	sc     mp3Scanner
+	last   frameHeader // of the last frame passed on
+	silent []byte      // one silent frame in last's format, for gap fill
+	saved  struct {
 		sc    mp3Scanner
 		carry []byte
 		last  frameHeader
 	}
 }
-
-func (m *mp3Units) framesFLV() bool { return true }
 
 func (m *mp3Units) mark() {
 	m.saved.sc, m.saved.last = m.sc, m.last
@@ -144,10 +141,9 @@ func (rawUnits) feed(p []byte) ([]unit, error) {
 	}
 	return []unit{{data: append([]byte(nil), p...)}}, nil
 }
-func (rawUnits) mark()           {}
-func (rawUnits) rollback()       {}
-func (rawUnits) flush() []unit   { return nil }
-func (rawUnits) framesFLV() bool { return false }
+func (rawUnits) mark()         {}
+func (rawUnits) rollback()     {}
+func (rawUnits) flush() []unit { return nil }
 
 // unitsAudio sums the client audio in units.
 func unitsAudio(units []unit) (audio time.Duration) {
@@ -161,9 +157,8 @@ func unitsAudio(units []unit) (audio time.Duration) {
 // restarted recorder) opens a new segment with its own init data.
 type webmUnits struct{ sc webmScanner }
 
-func (w *webmUnits) framesFLV() bool { return false }
-func (w *webmUnits) mark()           { w.sc.mark() }
-func (w *webmUnits) rollback()       { w.sc.rollback() }
+func (w *webmUnits) mark()     { w.sc.mark() }
+func (w *webmUnits) rollback() { w.sc.rollback() }
 
 func (w *webmUnits) feed(p []byte) ([]unit, error) {
 	us, err := w.sc.feed(p)

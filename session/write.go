@@ -85,9 +85,6 @@ func (s *Session) writeLocked(src Source, p []byte) (Result, int64, *ffpipe.Proc
 	if audio > 0 {
 		s.clock.advance(audio, time.Now())
 	}
-	if n := len(units); n > 0 && s.scan.framesFLV() {
-		s.lastHdr = mustParse(units[n-1].data)
-	}
 	s.syncBuffered()
 	if len(units) > 0 {
 		if err := s.pump(); err != nil {
