@@ -79,6 +79,7 @@ type Config struct {
 	GapFill         time.Duration
 	Buffer          string
 	SeqWait         time.Duration
+	LegacyErrcode   int
 }
 
 // parseConfig reads flags, then fills every flag not given on the command
@@ -119,6 +120,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.StringVar(&c.Buffer, "buffer", "10s", "audio held per stream while its ffmpeg restarts: a duration (10s) or a size (512KiB, 1MiB)")
 	fs.DurationVar(&c.SeqWait, "seq-wait", session.DefaultSeqWait, "how long a numbered /base64 chunk (seq=) waits for a missing predecessor")
 	fs.DurationVar(&c.HeaderTimeout, "header-timeout", 10*time.Second, "time for a client to send its request headers (against slowloris)")
+	fs.IntVar(&c.LegacyErrcode, "legacy-success-errcode", 0, "errcode of a successful /base64 reply: 0 as documented, or 200 as the old server answered, for clients that test errcode === 200")
 	fs.DurationVar(&c.DrainDelay, "drain-delay", 0, "on SIGTERM, report not ready and keep serving this long before closing streams")
 	if err := fs.Parse(args); err != nil {
 		return c, err
@@ -141,6 +143,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 		return c, err
 	}
 	switch {
+	case c.LegacyErrcode != 0 && c.LegacyErrcode != http.StatusOK:
+		return c, fmt.Errorf("-legacy-success-errcode must be 0 or 200, not %d", c.LegacyErrcode)
 	case c.MaxStarting < 0:
 		return c, fmt.Errorf("-max-starting must be 0 or more, not %d", c.MaxStarting)
 	case c.FFmpegNice < 0 || c.FFmpegNice > 19:
@@ -337,6 +341,7 @@ func serveUntil(ctx, hurry context.Context, cfg Config, ln net.Listener, log *lo
 		TrustedProxies: proxies,
 		Version:        version,
 		Demo:           web.Handler(),
+		SuccessErrcode: cfg.LegacyErrcode,
 	}, reg, log)
 	mets.WatchLimits(api.LimitStats)
 	srv := &http.Server{

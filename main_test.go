@@ -51,7 +51,7 @@ func TestConfigFlagsAndEnvironment(t *testing.T) {
 		c.MaxSessions != 7 || c.Listen != ":9000" || c.AudioBitrate != "64k" {
 		t.Errorf("config = %+v", c)
 	}
-	for _, bad := range [][]string{{"-audio-codec", "opus"}, {"-ffmpeg-nice", "20"}, {"-ffmpeg-nice", "-1"}, {"-log-format", "xml"}, {"-idle-timeout", "0s"}, {"-ws-read-timeout", "0s"}, {"extra"}} {
+	for _, bad := range [][]string{{"-audio-codec", "opus"}, {"-ffmpeg-nice", "20"}, {"-ffmpeg-nice", "-1"}, {"-log-format", "xml"}, {"-idle-timeout", "0s"}, {"-ws-read-timeout", "0s"}, {"-legacy-success-errcode", "201"}, {"extra"}} {
 		if _, err := parseConfig(bad, func(string) string { return "" }, io.Discard); err == nil {
 			t.Errorf("%v accepted", bad)
 		}

@@ -73,6 +73,9 @@ type Config struct {
 	Version string
 	// Demo serves the in-page recorder under /demo/; nil serves nothing.
 	Demo http.Handler
+	// SuccessErrcode is the errcode of a successful /base64 reply: 0 (the
+	// documented value) or, for clients of the old binary, 200.
+	SuccessErrcode int
 }
 
 // Defaults for the zero values of Config.
@@ -267,12 +270,16 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// reply writes the legacy JSON shape: errcode is 0 on success and equals
-// the HTTP status otherwise. extra fields are added to the object.
+// reply writes the legacy JSON shape: errcode is 0 on success (or
+// SuccessErrcode on /base64, which the old binary answered with 200) and
+// equals the HTTP status otherwise. extra fields are added to the object.
 func (s *Server) reply(w http.ResponseWriter, r *http.Request, code int, msg string, extra map[string]any) {
 	body := map[string]any{"errmsg": msg, "errcode": 0}
-	if code != http.StatusOK {
+	switch {
+	case code != http.StatusOK:
 		body["errcode"] = code
+	case r.URL.Path == "/base64":
+		body["errcode"] = s.cfg.SuccessErrcode
 	}
 	for k, v := range extra {
 		body[k] = v
