@@ -8,7 +8,7 @@ VERSION   := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 # the RTMP module (the local RTMP server), curl (a test client), haproxy
 # (the load balancer of the multi-instance tests), chromium (the browser
 # tests of the recorder page); nodejs too when no node is on the PATH (the
-# page's JavaScript unit tests).
+# page's and the sample mini-program's JavaScript tests).
 DEBS      := ffmpeg nginx libnginx-mod-rtmp curl haproxy chromium
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # End-to-end tests stream in real time, in parallel: allow more parallel
@@ -43,7 +43,7 @@ run: deps build
 
 test: deps
 	$(GO) vet ./...
-	node --test web/
+	node --test web/ examples/wechat-miniprogram/node/
 	$(LOAD) $(GO) test $(TESTFLAGS) ./...
 
 load: deps
