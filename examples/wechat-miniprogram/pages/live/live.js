@@ -10,8 +10,8 @@ const MAX_LINES = 20;
 
 Page({
   data: {
-    server: getApp().globalData.server,
-    key: getApp().globalData.key,
+    server: '',
+    key: '',
     id: 'room1',
     transports: [
       { value: 'ws', name: 'WebSocket' },
@@ -28,9 +28,11 @@ Page({
     lines: [],
   },
 
-  onLoad() {
+  onLoad(query) {
     this.streamer = null;
     this.ticker = null;
+    const g = getApp().globalData;
+    this.setData({ server: g.server, key: g.key, id: query.id || this.data.id });
   },
 
   onUnload() {
