@@ -1,5 +1,6 @@
 // Package ffpipe runs one ffmpeg child that reads audio on its standard input
-// and publishes it to one output URL.
+// and publishes it to its output URLs (rtmp, rtmps, srt, files), several
+// through the tee muxer.
 //
 // Contract: bytes written with Write go to ffmpeg's stdin in order. ffmpeg
 // reports progress on a pipe (fd 3); the first report means the output is
@@ -10,9 +11,9 @@
 //     or it exited 255 after our own SIGINT;
 //   - *ExitError: anything else, carrying ffmpeg's last stderr lines.
 //
-// ffmpeg names its target URL in its output; every line is redacted as it
+// ffmpeg names its output URLs in its output; every line is redacted as it
 // is read (internal/redact), so the stored lines, the logs and the errors
-// built from them never hold the target's secrets.
+// built from them never hold the outputs' secrets.
 //
 // The child runs in its own process group, is sent SIGKILL by the kernel if
 // the parent dies (Pdeathsig, see Launcher), and Stop always ends in SIGKILL
@@ -39,10 +40,19 @@ type Config struct {
 	// AudioBitrate is -b:a for the encoder, e.g. "64k"; "" means "64k".
 	// Ignored with AudioCodec "copy".
 	AudioBitrate string
-	// OutputFormat is the muxer; "" means "flv", what RTMP carries.
+	// OutputFormat is the muxer of every output; "" means the one its
+	// URL's scheme calls for (see outputFor).
 	OutputFormat string
 	// Target is the output URL, e.g. rtmp://host/app/id.
 	Target string
+	// Also are more outputs fed by the same ffmpeg, through the tee
+	// muxer: an output that fails is dropped and the others go on (its
+	// index in stderr's "Slave muxer #N failed" is its place in
+	// Outputs()). Empty: Target alone, without tee.
+	Also []string
+	// TLSCA is a PEM file of the CAs rtmps:// servers' certificates are
+	// checked against; "" means the system's.
+	TLSCA string
 	// LiveID is the live ID in Target's path: logs and errors show Target
 	// up to it, the rest, its userinfo and its query hidden. "" means
 	// Target's last path segment.
@@ -106,22 +116,20 @@ func Args(cfg Config) []string {
 	args = append(args,
 		"-progress", "pipe:"+strconv.Itoa(progressFD), "-stats_period", "0.5",
 		"-flush_packets", "1",
-		"-f", orDefault(cfg.OutputFormat, "flv"),
 	)
-	if strings.HasPrefix(cfg.Target, "rtmp") {
-		// Without it, each step of the RTMP handshake and publish waited
-		// ~44 ms for a delayed ACK (Nagle): measured, the publish opened
-		// 177 ms after ffmpeg connected, 1 ms with it. Audio packets are
-		// small, so later writes waited too.
-		args = append(args, "-tcp_nodelay", "1")
+	outs := cfg.Outputs()
+	if len(outs) == 1 {
+		return append(args, outputFor(outs[0], cfg.OutputFormat, cfg.TLSCA).args()...)
 	}
-	if orDefault(cfg.OutputFormat, "flv") == "flv" {
-		// The output is not seekable: don't try to rewrite the header at
-		// the end (ffmpeg would log two misleading errors per stream).
-		args = append(args, "-flvflags", "no_duration_filesize")
+	slaves := make([]string, len(outs))
+	for i, url := range outs {
+		slaves[i] = outputFor(url, cfg.OutputFormat, cfg.TLSCA).teeSlave()
 	}
-	return append(args, cfg.Target)
+	return append(args, "-map", "0:a", "-f", "tee", strings.Join(slaves, "|"))
 }
+
+// Outputs lists every output URL, Target first.
+func (c Config) Outputs() []string { return append([]string{c.Target}, c.Also...) }
 
 // CommandLine renders argv for logs. It is never executed by a shell.
 func CommandLine(cfg Config) string {

@@ -48,7 +48,7 @@ type Proc struct {
 	cmd    *exec.Cmd
 	stdin  *os.File
 	log    *logrus.Entry
-	redact *redact.Target // hides the target's secrets in ffmpeg's words
+	redact *redact.Target // hides the outputs' secrets in ffmpeg's words
 
 	ready  chan struct{} // closed at the first progress report
 	done   chan struct{} // closed after Wait returned
@@ -138,7 +138,7 @@ func start(cfg Config, log *logrus.Entry, slots chan struct{}) (*Proc, error) {
 		cmd:    cmd,
 		stdin:  stdinW,
 		log:    log.WithField("pid", cmd.Process.Pid),
-		redact: redact.New(cfg.Target, cfg.LiveID),
+		redact: redact.All(cfg.LiveID, cfg.Outputs()...),
 		ready:  make(chan struct{}),
 		done:   make(chan struct{}),
 		nice:   cfg.Nice,

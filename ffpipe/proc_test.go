@@ -50,6 +50,7 @@ func TestArgs(t *testing.T) {
 	base := []string{"-hide_banner", "-nostdin", "-nostats", "-loglevel", "level+info",
 		"-probesize", "32", "-analyzeduration", "0"}
 	tail := []string{"-progress", "pipe:3", "-stats_period", "0.5", "-flush_packets", "1"}
+	aac := []string{"-f", "mp3", "-i", "pipe:0", "-vn", "-c:a", "aac", "-b:a", "64k"}
 	cat := func(parts ...[]string) []string {
 		var out []string
 		for _, p := range parts {
@@ -74,6 +75,21 @@ func TestArgs(t *testing.T) {
 		{"other muxer", Config{Target: "out.ts", OutputFormat: "mpegts"}, cat(base,
 			[]string{"-f", "mp3", "-i", "pipe:0", "-vn", "-c:a", "aac", "-b:a", "64k"}, tail,
 			[]string{"-f", "mpegts", "out.ts"})},
+		{"rtmps checks the certificate", Config{Target: "rtmps://h/live/a"}, cat(base, aac, tail,
+			[]string{"-f", "flv", "-tcp_nodelay", "1", "-tls_verify", "1", "-flvflags", "no_duration_filesize", "rtmps://h/live/a"})},
+		{"rtmps with a private CA", Config{Target: "RTMPS://h/live/a", TLSCA: "/etc/ca.pem"}, cat(base, aac, tail,
+			[]string{"-f", "flv", "-tcp_nodelay", "1", "-tls_verify", "1", "-ca_file", "/etc/ca.pem", "-flvflags", "no_duration_filesize", "RTMPS://h/live/a"})},
+		{"srt is MPEG-TS", Config{Target: "srt://h:9000?streamid=a&latency=200000", TLSCA: "/etc/ca.pem"}, cat(base, aac, tail,
+			[]string{"-f", "mpegts", "-pes_payload_size", "0", "srt://h:9000?streamid=a&latency=200000"})},
+		{"several outputs go through tee", Config{Target: "rtmp://a/live/x", Also: []string{"srt://b:1", "rtmps://c/app/x"}, TLSCA: "/ca"}, cat(base, aac, tail,
+			[]string{"-map", "0:a", "-f", "tee",
+				"[f=flv:onfail=ignore:tcp_nodelay=1:flvflags=no_duration_filesize]rtmp://a/live/x" +
+					"|[f=mpegts:onfail=ignore:pes_payload_size=0]srt://b:1" +
+					"|[f=flv:onfail=ignore:tcp_nodelay=1:tls_verify=1:ca_file=/ca:flvflags=no_duration_filesize]rtmps://c/app/x"})},
+		{"tee escapes its separators", Config{Target: "rtmp://a/live/x?k=a|b", Also: []string{"rtmps://c/x"}, TLSCA: `/my:ca]'s\`}, cat(base, aac, tail,
+			[]string{"-map", "0:a", "-f", "tee",
+				`[f=flv:onfail=ignore:tcp_nodelay=1:flvflags=no_duration_filesize]rtmp://a/live/x?k=a\|b` +
+					`|[f=flv:onfail=ignore:tcp_nodelay=1:tls_verify=1:ca_file=/my\\:ca\\]\\\'s\\\\:flvflags=no_duration_filesize]rtmps://c/x`})},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := Args(tc.cfg); !reflect.DeepEqual(got, tc.want) {

@@ -1,6 +1,6 @@
-// Package redact hides the secrets an RTMP target URL carries (a key in the
-// query, in the path after the live ID as CDNs put it, or in userinfo) from
-// every text that leaves the process: logs, errors, replies.
+// Package redact hides the secrets output URLs carry (a key in the query,
+// in the path after the live ID as CDNs put it, or in userinfo) from every
+// text that leaves the process: logs, errors, replies.
 //
 // The shown form keeps the scheme, the host and the path up to the live ID;
 // userinfo, the query and anything after the ID become "…":
@@ -32,10 +32,43 @@ type Target struct {
 // New prepares the redaction of target, whose path names the live ID id.
 // An id that is "" or absent from the path is taken to be the path's last
 // segment. A target without "://" (a file) is shown as it is.
-func New(target, id string) *Target {
+func New(target, id string) *Target { return All(id, target) }
+
+// All prepares the redaction of every target of one stream: Line hides the
+// secrets of each, URL shows the first.
+func All(id string, targets ...string) *Target {
+	repl := map[string]string{}
+	t := &Target{}
+	for i, target := range targets {
+		shown := hide(target, id, repl)
+		if i == 0 {
+			t.shown = shown
+		}
+	}
+	if len(repl) == 0 {
+		return t
+	}
+	olds := make([]string, 0, len(repl))
+	for k := range repl {
+		olds = append(olds, k)
+	}
+	slices.SortFunc(olds, func(a, b string) int {
+		return cmp.Or(cmp.Compare(len(b), len(a)), strings.Compare(a, b))
+	})
+	pairs := make([]string, 0, 2*len(olds))
+	for _, o := range olds {
+		pairs = append(pairs, o, repl[o])
+	}
+	t.r = strings.NewReplacer(pairs...)
+	return t
+}
+
+// hide adds target's replacements to repl (the first one for a string
+// wins) and returns its shown form.
+func hide(target, id string, repl map[string]string) string {
 	scheme, rest, ok := strings.Cut(target, "://")
 	if !ok {
-		return &Target{shown: target}
+		return target
 	}
 	authority, pathQuery := rest, ""
 	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
@@ -55,9 +88,11 @@ func New(target, id string) *Target {
 	if tail != "" {
 		shown += Hidden
 	}
+	if shown == target {
+		return shown
+	}
 
 	// Replacements, tried longest first at each position of a line.
-	repl := map[string]string{}
 	add := func(s, with string, always bool) {
 		for _, v := range decodings(s) {
 			if v != "" && (always || len(v) >= minPiece) {
@@ -88,21 +123,7 @@ func New(target, id string) *Target {
 			}
 		}
 	}
-	if shown == target {
-		return &Target{shown: shown}
-	}
-	olds := make([]string, 0, len(repl))
-	for k := range repl {
-		olds = append(olds, k)
-	}
-	slices.SortFunc(olds, func(a, b string) int {
-		return cmp.Or(cmp.Compare(len(b), len(a)), strings.Compare(a, b))
-	})
-	pairs := make([]string, 0, 2*len(olds))
-	for _, o := range olds {
-		pairs = append(pairs, o, repl[o])
-	}
-	return &Target{shown: shown, r: strings.NewReplacer(pairs...)}
+	return shown
 }
 
 // splitAtID cuts path+query after the live ID: the last path segment that

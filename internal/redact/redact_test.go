@@ -97,3 +97,30 @@ func TestNothingToHide(t *testing.T) {
 		t.Error("nil Target changed its input")
 	}
 }
+
+// A stream with several outputs hides every output's secrets, wherever
+// ffmpeg names them: in its tee muxer's list, or one by one.
+func TestAllHidesEveryTarget(t *testing.T) {
+	targets := []string{
+		"rtmps://live-api-s.facebook.com:443/rtmp/room1-FBKEY123?s_bl=1",
+		"srt://ingest.example:9000?streamid=room1&passphrase=SRTPASS99",
+		"rtmp://user:PW0RDX@h/live/room1",
+	}
+	r := All("room1", targets...)
+	if got, want := r.URL(), "rtmps://live-api-s.facebook.com:443/rtmp/room1…"; got != want {
+		t.Errorf("URL = %q, want %q", got, want)
+	}
+	line := "[info] Output #0, tee, to '[f=flv:onfail=ignore]" + targets[0] + "|[f=mpegts]" + targets[1] + "|" + targets[2] +
+		"': [tee] Slave muxer #1 failed: srt://ingest.example:9000?streamid=room1&passphrase=SRTPASS99 passphrase=SRTPASS99 playpath room1-FBKEY123 pass PW0RDX"
+	got := r.Line(line)
+	for _, secret := range []string{"FBKEY123", "SRTPASS99", "PW0RDX", "s_bl"} {
+		if strings.Contains(got, secret) {
+			t.Errorf("Line leaves %q:\n%s", secret, got)
+		}
+	}
+	for _, shown := range []string{"rtmps://live-api-s.facebook.com:443/rtmp/room1…", "srt://ingest.example:9000…", "rtmp://…@h/live/room1"} {
+		if !strings.Contains(got, shown) {
+			t.Errorf("Line lacks %q:\n%s", shown, got)
+		}
+	}
+}

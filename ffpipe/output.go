@@ -1,0 +1,110 @@
+package ffpipe
+
+import (
+	"strings"
+)
+
+// output is one destination as ffmpeg writes it: a muxer, options for the
+// muxer and its protocol in order, and the URL.
+type output struct {
+	format string
+	opts   []option
+	url    string
+}
+
+type option struct{ name, value string }
+
+// Scheme is the lower-cased scheme of an output URL, "" for a file path.
+func Scheme(url string) string {
+	scheme, _, ok := strings.Cut(url, "://")
+	if !ok {
+		return ""
+	}
+	return strings.ToLower(scheme)
+}
+
+// outputFor chooses the muxer and the options from the URL's scheme:
+//   - rtmp, rtmps: FLV, what RTMP carries. -tcp_nodelay: without it each
+//     step of the handshake and every small audio packet waited for a
+//     delayed ACK (Nagle). rtmps checks the server's certificate, against
+//     tlsCA or the system's CAs (ffmpeg's own default is not to check).
+//   - srt: MPEG-TS (ffmpeg sends it in SRT's live payload of seven TS
+//     packets). pes_payload_size 0 sends every audio frame in its own PES
+//     packet; by default the muxer gathers about 0.35 s of audio first.
+//     SRT's own options (latency, passphrase, streamid) go in the URL.
+//   - anything else (a file): format, or FLV.
+//
+// format, when given, replaces the muxer chosen from the scheme.
+func outputFor(url, format, tlsCA string) output {
+	o := output{url: url}
+	switch Scheme(url) {
+	case "rtmp", "rtmps":
+		o.format = "flv"
+		o.add("tcp_nodelay", "1")
+		if Scheme(url) == "rtmps" {
+			o.add("tls_verify", "1")
+			if tlsCA != "" {
+				o.add("ca_file", tlsCA)
+			}
+		}
+	case "srt":
+		o.format = "mpegts"
+		o.add("pes_payload_size", "0")
+	default:
+		o.format = "flv"
+	}
+	if format != "" {
+		o.format = format
+	}
+	if o.format == "flv" {
+		// The output is not seekable: don't try to rewrite the header at
+		// the end (ffmpeg would log two misleading errors per stream).
+		o.add("flvflags", "no_duration_filesize")
+	}
+	return o
+}
+
+func (o *output) add(name, value string) { o.opts = append(o.opts, option{name, value}) }
+
+// args renders o as ffmpeg's last arguments, for a single output.
+func (o output) args() []string {
+	args := []string{"-f", o.format}
+	for _, opt := range o.opts {
+		args = append(args, "-"+opt.name, opt.value)
+	}
+	return append(args, o.url)
+}
+
+// teeSlave renders o as one slave of the tee muxer: a failing slave is
+// dropped and the others go on (onfail=ignore).
+func (o output) teeSlave() string {
+	var b strings.Builder
+	b.WriteString("[f=" + teeEscape(o.format, teeOptSpecial) + ":onfail=ignore")
+	for _, opt := range o.opts {
+		b.WriteString(":" + opt.name + "=" + teeEscape(opt.value, teeOptSpecial))
+	}
+	b.WriteString("]" + o.url)
+	return teeEscape(b.String(), teeListSpecial)
+}
+
+// The tee muxer reads its argument twice: the list of slaves split on "|",
+// then each slave's options split on ":" up to "]"; each reading takes a
+// backslash as an escape and quotes as quoting.
+const (
+	teeListSpecial = `|\'`
+	teeOptSpecial  = `:]=\'`
+)
+
+func teeEscape(s, special string) string {
+	if !strings.ContainsAny(s, special) {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if strings.ContainsRune(special, r) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
