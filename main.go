@@ -80,6 +80,7 @@ type Config struct {
 	Buffer          string
 	SeqWait         time.Duration
 	LegacyErrcode   int
+	TLSCA           string
 }
 
 // parseConfig reads flags, then fills every flag not given on the command
@@ -118,6 +119,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.DurationVar(&c.StallTimeout, "stall-timeout", session.DefaultStallTimeout, "restart ffmpeg when its output stops advancing this long while audio arrives")
 	fs.DurationVar(&c.GapFill, "gap-fill", time.Second, "feed silence after this long without client audio, keeping the publish alive; 0 turns it off")
 	fs.StringVar(&c.Buffer, "buffer", "10s", "audio held per stream while its ffmpeg restarts: a duration (10s) or a size (512KiB, 1MiB)")
+	fs.StringVar(&c.TLSCA, "tls-ca", "", "PEM file of the CAs that rtmps:// servers' certificates are checked against (a private CA); empty: the system's")
 	fs.DurationVar(&c.SeqWait, "seq-wait", session.DefaultSeqWait, "how long a numbered /base64 chunk (seq=) waits for a missing predecessor")
 	fs.DurationVar(&c.HeaderTimeout, "header-timeout", 10*time.Second, "time for a client to send its request headers (against slowloris)")
 	fs.IntVar(&c.LegacyErrcode, "legacy-success-errcode", 0, "errcode of a successful /base64 reply: 0 as documented, or 200 as the old server answered, for clients that test errcode === 200")
@@ -164,6 +166,11 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	}
 	if _, _, err := parseBuffer(c.Buffer); err != nil {
 		return c, err
+	}
+	if c.TLSCA != "" {
+		if _, err := os.Stat(c.TLSCA); err != nil {
+			return c, fmt.Errorf("-tls-ca: %w", err)
+		}
 	}
 	if _, err := origins(c); err != nil {
 		return c, err
@@ -305,6 +312,7 @@ func serveUntil(ctx, hurry context.Context, cfg Config, ln net.Listener, log *lo
 			AudioBitrate: cfg.AudioBitrate,
 			Nice:         cfg.FFmpegNice,
 			Launcher:     launcher,
+			TLSCA:        cfg.TLSCA,
 		},
 		RTMPBase:     cfg.RTMP,
 		IdleTimeout:  cfg.IdleTimeout,

@@ -22,6 +22,10 @@ import (
 // RTMPModule is where Debian's libnginx-mod-rtmp installs the module.
 const RTMPModule = "/usr/lib/nginx/modules/ngx_rtmp_module.so"
 
+// StreamModule is where Debian's libnginx-mod-stream installs the module
+// that terminates TLS in front of nginx-rtmp (StartTLS).
+const StreamModule = "/usr/lib/nginx/modules/ngx_stream_module.so"
+
 // Require returns the path of each tool. A missing tool skips the test on a
 // developer machine and fails it in CI (CI is set), where the end-to-end
 // tests must run. -short skips them too (`make test-short`).
@@ -39,14 +43,20 @@ func Require(t testing.TB, tools ...string) []string {
 			}
 		}
 		if err != nil {
-			if os.Getenv("CI") != "" {
-				t.Fatalf("%s is required for the end-to-end tests in CI: %v", tool, err)
-			}
-			t.Skipf("%s not available (run `make deps`): %v", tool, err)
+			missing(t, tool, err)
 		}
 		paths = append(paths, p)
 	}
 	return paths
+}
+
+// missing skips the test for lack of tool, or fails it in CI.
+func missing(t testing.TB, tool string, err error) {
+	t.Helper()
+	if os.Getenv("CI") != "" {
+		t.Fatalf("%s is required for the end-to-end tests in CI: %v", tool, err)
+	}
+	t.Skipf("%s not available (run `make deps`): %v", tool, err)
 }
 
 // Server is a running nginx-rtmp.
@@ -55,11 +65,19 @@ type Server struct {
 	RecDir string // one FLV per publish session
 	Addr   string // 127.0.0.1:port
 	URL    string // rtmp://127.0.0.1:port/live
-	cmd    *exec.Cmd
-	exited chan struct{}
+	// With StartTLS: nginx's stream module terminates TLS on TLSAddr and
+	// passes the bytes to Addr; its certificate is signed by the CA in
+	// CAFile.
+	TLSAddr string
+	TLSURL  string // rtmps://127.0.0.1:port/live
+	CAFile  string
+	tls     string // the stream block, or ""
+	cmd     *exec.Cmd
+	exited  chan struct{}
 }
 
 const config = `load_module %[1]s;
+%[6]s
 %[2]s
 daemon off;
 master_process on;
@@ -80,6 +98,7 @@ rtmp {
         }
     }
 }
+%[7]s
 `
 
 // Start runs nginx-rtmp until the test ends.
@@ -94,14 +113,25 @@ func Start(t testing.TB) *Server {
 	return s
 }
 
+func listening(addr string) bool {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err == nil {
+		c.Close()
+	}
+	return err == nil
+}
+
 // Launch runs nginx-rtmp on a free loopback port with its files in dir,
 // for tools outside tests (bench/). Stop ends it.
 func Launch(dir string) (*Server, error) {
+	return launch(&Server{Dir: dir, RecDir: filepath.Join(dir, "rec")})
+}
+
+func launch(s *Server) (*Server, error) {
 	nginx, err := exec.LookPath("nginx")
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{Dir: dir, RecDir: filepath.Join(dir, "rec")}
 	if err := os.MkdirAll(s.RecDir, 0o777); err != nil {
 		return nil, err
 	}
@@ -119,20 +149,28 @@ func Launch(dir string) (*Server, error) {
 
 func (s *Server) start(nginx string) error {
 	if s.Addr == "" {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		addr, err := freePort()
 		if err != nil {
 			return err
 		}
-		s.Addr = ln.Addr().String()
-		ln.Close() // nginx takes the port; another process grabbing it first means a retry
-		s.URL = "rtmp://" + s.Addr + "/live"
+		s.Addr, s.URL = addr, "rtmp://"+addr+"/live"
+		if s.tls != "" {
+			if s.TLSAddr, err = freePort(); err != nil {
+				return err
+			}
+			s.TLSURL = "rtmps://" + s.TLSAddr + "/live"
+		}
 	}
 	user := ""
 	if os.Geteuid() == 0 {
 		user = "user root;" // workers must be able to write recordings
 	}
 	conf := filepath.Join(s.Dir, "nginx.conf")
-	if err := os.WriteFile(conf, fmt.Appendf(nil, config, RTMPModule, user, s.Dir, s.Addr, s.RecDir), 0o644); err != nil {
+	loadStream, stream := "", ""
+	if s.tls != "" {
+		loadStream, stream = "load_module "+StreamModule+";", fmt.Sprintf(s.tls, s.TLSAddr, s.Addr)
+	}
+	if err := os.WriteFile(conf, fmt.Appendf(nil, config, RTMPModule, user, s.Dir, s.Addr, s.RecDir, loadStream, stream), 0o644); err != nil {
 		return err
 	}
 	s.cmd = exec.Command(nginx, "-p", s.Dir, "-c", conf, "-e", filepath.Join(s.Dir, "error.log"))
@@ -148,13 +186,23 @@ func (s *Server) start(nginx string) error {
 			return fmt.Errorf("nginx exited")
 		default:
 		}
-		if c, err := net.DialTimeout("tcp", s.Addr, time.Second); err == nil {
-			c.Close()
+		if listening(s.Addr) && (s.tls == "" || listening(s.TLSAddr)) {
 			return nil
 		}
 	}
 	s.stop()
 	return fmt.Errorf("nginx not listening on %s", s.Addr)
+}
+
+// freePort finds a free loopback port. nginx takes it; another process
+// grabbing it first means a retry.
+func freePort() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
 }
 
 func (s *Server) stop() {
