@@ -74,6 +74,7 @@ fuzz:
 	$(GO) test ./transport -run '^$$' -fuzz FuzzBase64Reader -fuzztime $(FUZZTIME)
 	$(GO) test ./session -run '^$$' -fuzz FuzzValidID -fuzztime $(FUZZTIME)
 	$(GO) test ./session -run '^$$' -fuzz FuzzWebMScanner -fuzztime $(FUZZTIME)
+	$(GO) test ./session -run '^$$' -fuzz FuzzADTSScanner -fuzztime $(FUZZTIME)
 
 vet:
 	$(GO) vet ./...

@@ -37,6 +37,8 @@ func newFormat(name string) format {
 		return &mp3Units{}
 	case "webm":
 		return &webmUnits{}
+	case "aac":
+		return &aacUnits{}
 	}
 	return rawUnits{}
 }

@@ -38,8 +38,10 @@ type Registry struct {
 
 // NewRegistry returns an empty registry.
 func NewRegistry(cfg Config, log *logrus.Entry) *Registry {
+	cfg = cfg.withDefaults()
+	cfg.aacSilence = newAACSilence(cfg.FFmpeg.Binary, cfg.FFmpeg.ExtraEnv, log)
 	return &Registry{
-		cfg:      cfg.withDefaults(),
+		cfg:      cfg,
 		log:      log,
 		sessions: make(map[string]*Session),
 		claims:   make(map[string]*Publisher),
@@ -399,7 +401,7 @@ func (r *Registry) Close(ctx context.Context) error {
 		s.requestEnd(CauseShutdown, "shutdown")
 	}
 	finished := make(chan struct{})
-	go func() { r.wg.Wait(); close(finished) }()
+	go func() { r.wg.Wait(); r.cfg.aacSilence.close(); close(finished) }()
 	select {
 	case <-finished:
 		return nil

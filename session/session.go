@@ -125,6 +125,9 @@ func newSession(id string, cfg Config, log *logrus.Entry, draining *atomic.Bool)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.slog.keep = upstreamRewind
 	s.scan = newFormat(cfg.FFmpeg.InputFormat)
+	if a, ok := s.scan.(*aacUnits); ok {
+		a.silent = cfg.aacSilence
+	}
 	s.slog.preroll = s.scan.preroll()
 	return s
 }

@@ -40,7 +40,9 @@ func (s *Session) startAttempt() error {
 	if in := s.scan.input(); in != "" {
 		fc.InputFormat = in // MP3 goes in FLV tags: see flvFramer
 	}
-	if fc.AudioCodec == "copy" && !s.flvCarries(start) {
+	if c, ok := s.scan.(interface{ alwaysCopy() bool }); ok && c.alwaysCopy() {
+		fc.AudioCodec = "copy" // see aacUnits
+	} else if fc.AudioCodec == "copy" && !s.flvCarries(start) {
 		fc.AudioCodec = "aac"
 	}
 	proc, err := ffpipe.Start(s.ctx, fc, s.log)

@@ -98,6 +98,8 @@ type Config struct {
 	// SeqWait is how long a numbered chunk waits for a missing
 	// predecessor; 0 means 2s.
 	SeqWait time.Duration
+
+	aacSilence *aacSilence // the registry's, for AAC gap fill
 }
 
 // Observer receives events from sessions. Calls come from many goroutines

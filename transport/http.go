@@ -253,7 +253,7 @@ func status(err error) (int, string) {
 	case errors.Is(err, session.ErrBusy), errors.Is(err, session.ErrSeqLate), errors.Is(err, session.ErrSeqConflict),
 		errors.Is(err, session.ErrFormat):
 		return http.StatusConflict, err.Error()
-	case errors.Is(err, session.ErrNotMP3), errors.Is(err, session.ErrNotWebM):
+	case errors.Is(err, session.ErrNotMP3), errors.Is(err, session.ErrNotWebM), errors.Is(err, session.ErrNotAAC):
 		return http.StatusUnsupportedMediaType, err.Error()
 	case errors.As(err, &ue):
 		return http.StatusBadGateway, ue.Error()

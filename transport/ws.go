@@ -43,7 +43,7 @@ func closeCode(err error) int {
 		return websocket.ClosePolicyViolation // 1008
 	case errors.As(err, new(*rateLimited)):
 		return websocket.CloseTryAgainLater // 1013
-	case errors.Is(err, session.ErrNotMP3), errors.Is(err, session.ErrNotWebM), errors.As(err, new(*badRequest)):
+	case errors.Is(err, session.ErrNotMP3), errors.Is(err, session.ErrNotWebM), errors.Is(err, session.ErrNotAAC), errors.As(err, new(*badRequest)):
 		return websocket.CloseUnsupportedData // 1003
 	case errors.Is(err, session.ErrAtCapacity):
 		return websocket.CloseTryAgainLater // 1013

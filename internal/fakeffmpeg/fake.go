@@ -227,6 +227,7 @@ type flvUnwrapper struct {
 	started bool
 	lag     time.Duration
 	held    []tag
+	aacRate int64 // of the AAC sequence header; 0 before one
 }
 
 type tag struct {
@@ -247,9 +248,15 @@ func (u *flvUnwrapper) feed(p []byte, flush bool) []tag {
 		if len(u.pending) < 11+size+4 {
 			break
 		}
-		if u.pending[0] == 8 && size > 0 {
-			ts := int64(u.pending[4])<<16 | int64(u.pending[5])<<8 | int64(u.pending[6]) | int64(u.pending[7])<<24
-			payload := append([]byte(nil), u.pending[12:11+size]...)
+		ts := int64(u.pending[4])<<16 | int64(u.pending[5])<<8 | int64(u.pending[6]) | int64(u.pending[7])<<24
+		switch body := u.pending[11 : 11+size]; {
+		case u.pending[0] != 8 || size == 0:
+		case body[0]>>4 == 10 && size >= 4 && body[1] == 0: // AAC: its AudioSpecificConfig
+			u.aacRate = aacRates[min(int(body[2]&7)<<1|int(body[3]>>7), len(aacRates)-1)]
+		case body[0]>>4 == 10 && size >= 2 && u.aacRate > 0: // a raw AAC frame of 1024 samples
+			u.held = append(u.held, tag{append([]byte(nil), body[2:]...), ts*1000 + 1024e6/u.aacRate})
+		case body[0]>>4 != 10:
+			payload := append([]byte(nil), body[1:]...)
 			u.held = append(u.held, tag{payload, ts*1000 + mp3FrameUS(payload)})
 		}
 		u.pending = u.pending[11+size+4:]
@@ -269,6 +276,9 @@ func (u *flvUnwrapper) feed(p []byte, flush bool) []tag {
 	u.held = append(u.held[:0], u.held[n:]...)
 	return sent
 }
+
+// aacRates are AAC's sample rates by sampling_frequency_index.
+var aacRates = []int64{96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350}
 
 // leak prints the lines of a failed publish to url as ffmpeg 5.1 does at
 // -loglevel level+debug.
