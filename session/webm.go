@@ -340,7 +340,7 @@ func (st *webmState) unit(h elemHeader, el []byte, out []webmUnit) ([]webmUnit, 
 	}
 	at := st.clusterTime + int64(blk.timecode)
 	if len(st.held) > 0 {
-		gap := max(0, time.Duration(at-st.heldAt)*time.Duration(st.scale))
+		gap := ticksDur(at-st.heldAt, st.scale)
 		st.lastGap = gap
 		out = st.release(out, gap)
 	}
@@ -352,12 +352,28 @@ func (st *webmState) unit(h elemHeader, el []byte, out []webmUnit) ([]webmUnit, 
 	case t.defaultDur > 0:
 		u.dur = t.defaultDur * time.Duration(len(blk.frames))
 	case blk.duration >= 0:
-		u.dur = time.Duration(blk.duration) * time.Duration(st.scale)
+		u.dur = ticksDur(blk.duration, st.scale)
 	default:
 		st.heldAt = at
 		return st.hold(u, out), nil
 	}
 	return append(out, u), nil
+}
+
+// maxBlockDur bounds the audio one block is taken to carry: no codec's
+// frame comes near it, and a bound keeps a hostile duration from
+// overflowing the session's counts.
+const maxBlockDur = time.Minute
+
+// ticksDur is n timecode ticks of scale nanoseconds, within [0, maxBlockDur].
+func ticksDur(n, scale int64) time.Duration {
+	if n <= 0 {
+		return 0
+	}
+	if n > int64(maxBlockDur)/scale {
+		return maxBlockDur
+	}
+	return time.Duration(n * scale)
 }
 
 // hold queues u behind the unit waiting for its duration; past the bound,
