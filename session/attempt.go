@@ -18,7 +18,7 @@ type attempt struct {
 	// sentAt into its output.
 	sent   int64
 	sentAt time.Duration
-	framer framer // nil unless the units go wrapped (MP3 in FLV tags)
+	framer framer // nil unless the units go wrapped (MP3 in FLV tags, WebM retimed)
 	opened bool   // it got the segment's init data
 	buf    []byte
 	// deadline is its stdin's write deadline.
@@ -44,19 +44,20 @@ func (a *attempt) pump(l *streamLog, timeout time.Duration) (written bool, err e
 	if a.cursor >= end {
 		return false, nil
 	}
-	buf := a.buf[:0]
-	if !a.opened {
-		seg, _ := l.segmentAt(a.segStart)
-		buf = append(buf, seg.init...)
-		buf = append(buf, l.at(a.cursor).resume...)
-	}
-	for p := a.cursor; p < end; p++ {
-		buf = append(buf, l.at(p).data...)
-	}
-	a.buf = buf
-	out := buf
+	seg, _ := l.segmentAt(a.segStart)
+	var out []byte
 	if a.framer != nil {
-		out = a.framer.frame(buf, !a.opened)
+		out = a.framer.frame(seg.init, l.units[a.cursor-l.base:end-l.base], !a.opened)
+	} else {
+		buf := a.buf[:0]
+		if !a.opened {
+			buf = append(buf, seg.init...)
+			buf = append(buf, l.at(a.cursor).resume...)
+		}
+		for p := a.cursor; p < end; p++ {
+			buf = append(buf, l.at(p).data...)
+		}
+		a.buf, out = buf, buf
 	}
 	a.opened = true
 	a.cursor = end

@@ -31,6 +31,8 @@ const (
 	idTrackType       = 0x83
 	idCodecID         = 0x86
 	idDefaultDuration = 0x23E383
+	idAudio           = 0xE1
+	idChannels        = 0x9F
 	idCluster         = 0x1F43B675
 	idTimecode        = 0xE7
 	idSimpleBlock     = 0xA3
@@ -172,6 +174,7 @@ type webmTrack struct {
 	audio      bool
 	opus       bool
 	defaultDur time.Duration // 0 when absent
+	channels   uint64        // 0 when absent (1 by the spec)
 }
 
 // parseTracks returns the tracks and the first audio track, whose blocks
@@ -197,6 +200,13 @@ func parseTracks(p []byte) (tracks map[uint64]webmTrack, timing uint64, err erro
 				var ns uint64
 				ns, err = readUint(data)
 				t.defaultDur = time.Duration(min(ns, uint64(time.Minute)))
+			case idAudio:
+				err = children(data, func(id uint32, data []byte) (err error) {
+					if id == idChannels {
+						t.channels, err = readUint(data)
+					}
+					return err
+				})
 			}
 			return err
 		})

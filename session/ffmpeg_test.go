@@ -27,15 +27,11 @@ func TestFFmpegKeepsEveryFrame(t *testing.T) {
 			t.Fatal(err)
 		}
 		units = append(units, m.flush()...)
-		var in []byte
-		for _, u := range units {
-			in = append(in, u.data...)
-		}
 		var f flvFramer
 		out := filepath.Join(t.TempDir(), "out.mp3")
 		cfg := ffpipe.Config{InputFormat: "flv", AudioCodec: "copy", OutputFormat: "mp3", Target: out}
 		cmd := exec.Command("ffmpeg", ffpipe.Args(cfg)...)
-		cmd.Stdin = bytes.NewReader(f.frame(in, true))
+		cmd.Stdin = bytes.NewReader(f.frame(nil, units, true))
 		cmd.ExtraFiles = []*os.File{os.Stderr} // -progress goes to fd 3
 		if b, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("ffmpeg: %v\n%s", err, b)

@@ -31,15 +31,24 @@ var flvHeader = []byte{'F', 'L', 'V', 1, 0x04, 0, 0, 0, 9, 0, 0, 0, 0}
 
 const flvTagOverhead = 11 + 1 + 4 // tag header, audio flags, PreviousTagSize
 
-// frame returns data (whole MP3 frames, as the scanner passes them on)
-// as FLV tags, preceded by the file header when start is set. The result
-// is valid until the next call.
-func (f *flvFramer) frame(data []byte, start bool) []byte {
+// frame returns units (whole MP3 frames, as the scanner passes them on)
+// as FLV tags, preceded by the file header when start is set; MP3 has no
+// init data. The result is valid until the next call.
+func (f *flvFramer) frame(_ []byte, units []unit, start bool) []byte {
 	out := f.buf[:0]
 	if start {
 		*f = flvFramer{}
 		out = append(out, flvHeader...)
 	}
+	for i := range units {
+		out = f.frames(out, units[i].data)
+	}
+	f.buf = out
+	return out
+}
+
+// frames appends data's frames as tags, one a frame.
+func (f *flvFramer) frames(out, data []byte) []byte {
 	for len(data) > 0 {
 		h, ok := parseHeader(data)
 		n := h.length
@@ -57,7 +66,6 @@ func (f *flvFramer) frame(data []byte, start bool) []byte {
 		}
 		data = data[n:]
 	}
-	f.buf = out
 	return out
 }
 

@@ -34,8 +34,8 @@ func TestFLVFramerOneTagPerFrameTimedBySamples(t *testing.T) {
 	var f flvFramer
 	a := frames(hdrV2Mono, 3, 1) // 16 kHz mono: 36 ms a frame
 	b := frames(hdrV2Mono, 2, 2)
-	out := append([]byte(nil), f.frame(a, true)...)
-	out = append(out, f.frame(b, false)...)
+	out := append([]byte(nil), f.frame(nil, []unit{{data: a}}, true)...)
+	out = append(out, f.frame(nil, []unit{{data: b}}, false)...)
 	ts, flags, payload := flvTags(t, out)
 	if want := []int{0, 36, 72, 108, 144}; !slices.Equal(ts, want) {
 		t.Errorf("timestamps %v, want %v", ts, want)
@@ -49,7 +49,7 @@ func TestFLVFramerOneTagPerFrameTimedBySamples(t *testing.T) {
 		}
 	}
 	// A new ffmpeg starts over: header and timestamp 0.
-	ts, _, _ = flvTags(t, f.frame(frames(hdrV1Stereo, 2, 3), true))
+	ts, _, _ = flvTags(t, f.frame(nil, []unit{{data: frames(hdrV1Stereo, 2, 3)}}, true))
 	if !slices.Equal(ts, []int{0, 26}) {
 		t.Errorf("after a restart: timestamps %v", ts)
 	}
@@ -58,7 +58,7 @@ func TestFLVFramerOneTagPerFrameTimedBySamples(t *testing.T) {
 func TestFLVFramerKeepsBytesThatAreNotAFrame(t *testing.T) {
 	var f flvFramer
 	junk := []byte{1, 2, 3}
-	_, _, payload := flvTags(t, f.frame(append(frames(hdrV2Mono, 1, 1), junk...), true))
+	_, _, payload := flvTags(t, f.frame(nil, []unit{{data: append(frames(hdrV2Mono, 1, 1), junk...)}}, true))
 	if !bytes.HasSuffix(payload, junk) || len(payload) != 144+3 {
 		t.Errorf("payload of %d bytes", len(payload))
 	}

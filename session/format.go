@@ -25,9 +25,11 @@ type format interface {
 }
 
 // framer wraps whole units for one ffmpeg's stdin; start begins its
-// output (a new ffmpeg). The result is valid until the next call.
+// output (a new ffmpeg), with init, the segment's init data. Units carry
+// their durations, which is what a framer times its output by. The result
+// is valid until the next call.
 type framer interface {
-	frame(data []byte, start bool) []byte
+	frame(init []byte, units []unit, start bool) []byte
 }
 
 // newFormat returns the format called name (ffmpeg's -f for it).
@@ -85,10 +87,21 @@ func (rawUnits) silence(time.Duration) []unit { return nil }
 func (rawUnits) preroll() prerollFunc         { return nil }
 func (rawUnits) copyable(unit) bool           { return false }
 
-// WebM: written as it came, with its init data; no silence yet.
+// WebM: blocks retimed in a WebM of the session's own (see webmFramer),
+// silence in silent Opus packets, never copied (FLV does not carry Opus).
 
-func (w *webmUnits) input() string                { return "webm" }
-func (w *webmUnits) framer() framer               { return nil }
-func (w *webmUnits) silence(time.Duration) []unit { return nil }
-func (w *webmUnits) preroll() prerollFunc         { return webmPreroll }
-func (w *webmUnits) copyable(unit) bool           { return false }
+func (w *webmUnits) input() string        { return "webm" }
+func (w *webmUnits) framer() framer       { return &webmFramer{} }
+func (w *webmUnits) preroll() prerollFunc { return webmPreroll }
+func (w *webmUnits) copyable(unit) bool   { return false }
+
+func (w *webmUnits) silence(d time.Duration) []unit {
+	if w.silent == nil {
+		return nil // not Opus: no silence
+	}
+	units := make([]unit, int(d/opusSilenceDur)+1)
+	for i := range units {
+		units[i] = unit{data: w.silent, dur: opusSilenceDur, silence: true}
+	}
+	return units
+}

@@ -155,24 +155,58 @@ func unitsAudio(units []unit) (audio time.Duration) {
 
 // webmUnits cuts WebM into blocks (see webmScanner); a new EBML header (a
 // restarted recorder) opens a new segment with its own init data.
-type webmUnits struct{ sc webmScanner }
+type webmUnits struct {
+	sc webmScanner
+	// seg is the init data of the last unit's segment, read, for silence;
+	// silent is a block of silence for it, nil when it has none.
+	seg    segmentInit
+	silent []byte
+	saved  struct {
+		seg    segmentInit
+		silent []byte
+	}
+}
 
-func (w *webmUnits) mark()     { w.sc.mark() }
-func (w *webmUnits) rollback() { w.sc.rollback() }
+func (w *webmUnits) mark() {
+	w.sc.mark()
+	w.saved.seg, w.saved.silent = w.seg, w.silent
+}
+
+func (w *webmUnits) rollback() {
+	w.sc.rollback()
+	w.seg, w.silent = w.saved.seg, w.saved.silent
+}
 
 func (w *webmUnits) feed(p []byte) ([]unit, error) {
 	us, err := w.sc.feed(p)
-	return webmToUnits(us), err
+	return w.units(us), err
 }
 
-func (w *webmUnits) flush() []unit { return webmToUnits(w.sc.flush()) }
+func (w *webmUnits) flush() []unit { return w.units(w.sc.flush()) }
 
-func webmToUnits(us []webmUnit) []unit {
+func (w *webmUnits) units(us []webmUnit) []unit {
 	units := make([]unit, len(us))
 	for i, u := range us {
 		units[i] = unit{data: u.data, dur: u.dur, resume: u.resume, newSeg: u.init != nil, init: u.init}
+		if u.init != nil {
+			w.newSegment(u.init)
+		}
 	}
 	return units
+}
+
+// newSegment reads a new segment's init data: silence, in its first audio
+// track, exists only for Opus.
+func (w *webmUnits) newSegment(init []byte) {
+	w.seg, w.silent = segmentInit{}, nil
+	si, err := parseInit(init) // the scanner checked it: no error
+	if err != nil {
+		return
+	}
+	w.seg = si
+	if t := si.tracks[si.timing]; t.opus {
+		w.silent = silentBlock(t.number, t.channels == 2)
+	}
 }
 
 // opusPreroll is what an Opus decoder needs to converge after a start
@@ -187,4 +221,15 @@ func webmPreroll(l *streamLog, from, pos int64) int64 {
 		d += l.at(p).dur
 	}
 	return p
+}
+
+// WebMDuration returns the audio in a WebM stream as the session would
+// count it: the durations of its blocks.
+func WebMDuration(data []byte) time.Duration {
+	var w webmUnits
+	units, err := w.feed(data)
+	if err != nil {
+		return 0
+	}
+	return unitsAudio(units) + unitsAudio(w.flush())
 }

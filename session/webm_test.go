@@ -380,8 +380,9 @@ func TestWebMScannerMemoryIsBounded(t *testing.T) {
 	}
 }
 
-// FuzzWebMScanner checks that cutting never changes the outcome; its seeds
-// are in testdata/fuzz/FuzzWebMScanner.
+// FuzzWebMScanner checks that cutting never changes the outcome, and that
+// what the framer writes of the units reads back as them; its seeds are in
+// testdata/fuzz/FuzzWebMScanner.
 func FuzzWebMScanner(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte, seed uint64) {
 		var whole webmScanner
@@ -411,6 +412,7 @@ func FuzzWebMScanner(f *testing.F) {
 		if fmt.Sprint(got) != fmt.Sprint(want) {
 			t.Fatalf("cut feeding gave other units")
 		}
+		checkFramed(t, got)
 		cluster := idBytes(idCluster)
 		for i, u := range got {
 			if i == 0 && u.init == nil || u.init != nil && !bytes.HasPrefix(u.init, []byte(ebmlMagic)) {

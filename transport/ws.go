@@ -146,8 +146,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) error {
 }
 
 // wsFormat reads format=: MP3 (the default), or WebM (Opus from a browser's
-// MediaRecorder), which ffmpeg decodes; WebM streams are not scanned, so
-// their status reports bytes but not seconds, and gaps are not filled.
+// MediaRecorder), cut into blocks as MP3 is into frames.
 func wsFormat(v string) (string, error) {
 	switch v {
 	case "", "mp3":

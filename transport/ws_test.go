@@ -260,23 +260,30 @@ func TestWebSocketWebM(t *testing.T) {
 		c.WriteMessage(websocket.BinaryMessage, rest[:n])
 		rest = rest[n:]
 	}
-	// Another format for the same live ID is refused while it streams.
+	// Its seconds are counted from its blocks, as MP3's from its frames.
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		if info, ok := ts.reg.Info("wm"); ok && info.Bytes > 0 {
+		info, ok := ts.reg.Info("wm")
+		if ok && info.Bytes == int64(len(webm)) {
+			if want := session.WebMDuration(webm).Seconds(); info.Seconds != want || want != 3.96 {
+				t.Errorf("%.3f s counted, want the %.3f s of the stream (3.96)", info.Seconds, want)
+			}
 			break
 		}
 		if time.Now().After(deadline) {
 			t.Fatal("the WebM data was not accepted")
 		}
 	}
+	// Another format for the same live ID is refused while it streams.
 	code, r := do(t, "POST", ts.URL+"/base64?key=k&id=wm", strings.NewReader(base64.StdEncoding.EncodeToString(mp3(3, 1))))
 	if code != 409 {
 		t.Errorf("POST during a WebSocket: %d %+v", code, r)
 	}
 	c.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""))
 	readUntilClose(t, c)
-	if got := ts.received(t, "wm"); !bytes.Equal(got, webm) {
-		t.Fatalf("ffmpeg read %d bytes, want the %d WebM bytes as sent", len(got), len(webm))
+	// ffmpeg reads the stream's header and tracks, then its blocks, retimed.
+	init := webm[:bytes.Index(webm, []byte{0x1F, 0x43, 0xB6, 0x75})] // up to the first Cluster
+	if got := ts.received(t, "wm"); !bytes.HasPrefix(got, init) || session.WebMDuration(got) != session.WebMDuration(webm) {
+		t.Fatalf("ffmpeg read %d bytes holding %v of audio, want the stream's init and its %v", len(got), session.WebMDuration(got), session.WebMDuration(webm))
 	}
 	bad := newServer(t, fakeffmpeg.Normal, nil)
 	_, ce := readUntilClose(t, dialWSWrite(t, bad, "id=wn&key=k&format=webm", []byte("RIFF....WAVEfmt ")))
