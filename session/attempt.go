@@ -52,7 +52,6 @@ func (a *attempt) pump(l *streamLog, timeout time.Duration) (written bool, err e
 		buf := a.buf[:0]
 		if !a.opened {
 			buf = append(buf, seg.init...)
-			buf = append(buf, l.at(a.cursor).resume...)
 		}
 		for p := a.cursor; p < end; p++ {
 			buf = append(buf, l.at(p).data...)

@@ -10,11 +10,8 @@ import "time"
 
 // unit is one whole media unit: an MP3 frame or a WebM block.
 type unit struct {
-	data []byte
-	dur  time.Duration
-	// resume is what a fresh decoder needs before data when an attempt
-	// starts here (WebM: its cluster's header); nil when data stands alone.
-	resume  []byte
+	data    []byte
+	dur     time.Duration
 	silence bool // gap fill, not client audio
 	// Set by a scanner on the first unit of a new format (a new recording);
 	// the log moves them into a segment.

@@ -187,7 +187,7 @@ func (w *webmUnits) flush() []unit { return w.units(w.sc.flush()) }
 func (w *webmUnits) units(us []webmUnit) []unit {
 	units := make([]unit, len(us))
 	for i, u := range us {
-		units[i] = unit{data: u.data, dur: u.dur, resume: u.resume, newSeg: u.init != nil, init: u.init}
+		units[i] = unit{data: u.data, dur: u.dur, newSeg: u.init != nil, init: u.init}
 		if u.init != nil {
 			w.newSegment(u.init)
 		}
