@@ -8,9 +8,11 @@ VERSION   := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 # the RTMP module (the local RTMP server) and the stream module (TLS in
 # front of it, for rtmps), curl (a test client), haproxy
 # (the load balancer of the multi-instance tests), chromium (the browser
-# tests of the recorder page); nodejs too when no node is on the PATH (the
-# page's and the sample mini-program's JavaScript tests).
-DEBS      := ffmpeg nginx libnginx-mod-rtmp libnginx-mod-stream curl haproxy chromium
+# tests of the recorder page and the status page), prometheus (promtool
+# checks the shipped rules, and a real Prometheus scrapes the server);
+# nodejs too when no node is on the PATH (the pages' and the sample
+# mini-program's JavaScript tests).
+DEBS      := ffmpeg nginx libnginx-mod-rtmp libnginx-mod-stream curl haproxy chromium prometheus
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # End-to-end tests stream in real time, in parallel: allow more parallel
 # tests than cores, as they mostly wait, but not so many that ffmpeg starts

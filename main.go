@@ -350,8 +350,10 @@ func serveUntil(ctx, hurry context.Context, cfg Config, ln net.Listener, log *lo
 		Version:        version,
 		Demo:           web.Handler(),
 		SuccessErrcode: cfg.LegacyErrcode,
+		Status:         web.StatusHandler(),
 	}, reg, log)
 	mets.WatchLimits(api.LimitStats)
+	mets.WatchSessions(cfg.MaxSessions, reg.List)
 	srv := &http.Server{
 		Handler:           api.Handler(),
 		ReadHeaderTimeout: cfg.HeaderTimeout,

@@ -100,6 +100,9 @@ func New() *Metrics {
 	for _, c := range []string{"clean", "error", "killed"} {
 		m.ffmpegExits.WithLabelValues(c)
 	}
+	for _, c := range []string{session.DropUpstream, session.DropShutdown, session.DropNeverPublished} {
+		m.dropped.WithLabelValues(c)
+	}
 	return m
 }
 

@@ -99,6 +99,7 @@ type Session struct {
 	killed    *ffpipe.Proc // the ffmpeg we killed on purpose (stuck or stalled)
 	killedWhy string
 	silence   time.Duration // fed by gap fill
+	held      time.Duration // unconfirmed audio in the log
 	seq       seqState
 	upstream  string // upstreamStalled while the RTMP server does not read
 	// stoppedOutside: the last ffmpeg to exit was stopped by a signal
@@ -150,6 +151,7 @@ func (s *Session) infoLocked() Info {
 		Transport: s.source.Transport, Remote: s.source.Remote,
 		Upstream: s.upstream,
 		Restarts: s.restarts, Dropped: s.dropped, Silence: s.silence.Seconds(), Buffered: s.buffered,
+		Held: s.held.Seconds(), Sent: max(0, s.audio+s.silence-s.held).Seconds(), Format: s.cfg.FFmpeg.InputFormat,
 	}
 	if s.running != nil && s.state == StateLive {
 		info.Output = s.running.Progress().OutTime.Seconds()

@@ -182,6 +182,9 @@ type Info struct {
 	Dropped   int64         `json:"dropped_bytes"`       // accepted but never delivered (lost in a dead ffmpeg)
 	Silence   float64       `json:"silence_seconds"`     // gap fill fed
 	Output    float64       `json:"output_seconds"`      // sent on by the running ffmpeg (its progress, at most 0.5 s old)
+	Sent      float64       `json:"sent_seconds"`        // of the stream (audio and silence), confirmed sent by its ffmpegs
+	Held      float64       `json:"held_seconds"`        // accepted, not yet confirmed sent: the stream's lag
+	Format    string        `json:"format"`              // of the audio in: mp3, webm
 	Publisher string        `json:"publisher,omitempty"` // transport of the connection holding the ID
 	Transport string        `json:"transport,omitempty"` // of the latest write
 	Remote    string        `json:"remote,omitempty"`    // of the latest write

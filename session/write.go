@@ -160,6 +160,7 @@ func (s *Session) syncBuffered() {
 	s.mu.Lock()
 	delta := s.slog.pendBytes - s.buffered
 	s.buffered = s.slog.pendBytes
+	s.held = s.slog.pendAudio
 	s.mu.Unlock()
 	if delta != 0 {
 		s.cfg.Observer.Buffered(delta)

@@ -76,6 +76,9 @@ type Config struct {
 	// SuccessErrcode is the errcode of a successful /base64 reply: 0 (the
 	// documented value) or, for clients of the old binary, 200.
 	SuccessErrcode int
+	// Status serves the status page under /status/ (its data comes from
+	// /streams, with the admin key); nil serves nothing.
+	Status http.Handler
 }
 
 // Defaults for the zero values of Config.
@@ -168,6 +171,9 @@ func (s *Server) Handler() http.Handler {
 	}
 	if s.cfg.Demo != nil {
 		mux.Handle("/demo/", http.StripPrefix("/demo", s.cfg.Demo))
+	}
+	if s.cfg.Status != nil {
+		mux.Handle("/status/", http.StripPrefix("/status", s.cfg.Status))
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.reply(w, r, http.StatusNotFound, "no such endpoint: see GET / and the README", nil)
@@ -565,9 +571,10 @@ func (s *Server) accessLog(next http.Handler) http.Handler {
 		if s.cfg.Observer != nil {
 			s.cfg.Observer.Replied(r.Pattern, code, time.Since(start))
 		}
-		if code < 400 && (strings.HasPrefix(r.URL.Path, "/demo/") || r.URL.Path == "/metrics" ||
-			r.URL.Path == "/healthz" || r.URL.Path == "/readyz") {
-			return // assets and probes: not worth a line each
+		if code < 400 && (strings.HasPrefix(r.URL.Path, "/demo/") || strings.HasPrefix(r.URL.Path, "/status/") ||
+			r.URL.Path == "/metrics" || r.URL.Path == "/healthz" || r.URL.Path == "/readyz" ||
+			r.Method == http.MethodGet && r.URL.Path == "/streams") {
+			return // assets, probes and the status page's polls: not worth a line each
 		}
 		s.log.WithFields(logrus.Fields{
 			"method": r.Method, "path": r.URL.Path, "status": code,

@@ -1,0 +1,44 @@
+// Unit tests of the status page's pure parts: node --test web/
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { health, fmtAge, fmtBytes, cells } from './status/lib.js';
+
+const live = { id: 'a', state: 'live', ffmpeg: 'publishing', restarts: 0, held_seconds: 0.3, dropped_bytes: 0 };
+
+test('health: one class per condition, the worst wins', () => {
+  assert.equal(health(live), 'healthy');
+  assert.equal(health({ ...live, held_seconds: 2.5 }), 'lagging');
+  assert.equal(health({ ...live, ffmpeg: 'restarting', restarts: 1 }), 'restarting');
+  assert.equal(health({ ...live, ffmpeg: 'starting', restarts: 1, held_seconds: 5 }), 'restarting');
+  assert.equal(health({ ...live, ffmpeg: 'starting', restarts: 0 }), 'healthy'); // a first start
+  assert.equal(health({ ...live, ffmpeg: 'restarting', restarts: 3 }), 'failing');
+  assert.equal(health({ ...live, upstream: 'not answering' }), 'failing');
+  assert.equal(health({ ...live, dropped_bytes: 10, held_seconds: 9 }), 'failing');
+});
+
+test('fmtAge', () => {
+  assert.equal(fmtAge(0), '0:00');
+  assert.equal(fmtAge(-5000), '0:00'); // clocks a little apart
+  assert.equal(fmtAge(7999), '0:07');
+  assert.equal(fmtAge(12 * 60e3 + 3000), '12:03');
+  assert.equal(fmtAge(3723e3), '1:02:03');
+});
+
+test('fmtBytes', () => {
+  assert.equal(fmtBytes(0), '0 B');
+  assert.equal(fmtBytes(2048), '2.0 KiB');
+  assert.equal(fmtBytes(3 * 1024 * 1024), '3.0 MiB');
+});
+
+test('cells', () => {
+  const c = cells({ ...live, transport: 'websocket', remote: '203.0.113.7:5', started: '2026-01-01T00:00:00Z', seconds: 10.26, sent_seconds: 9.9 },
+    Date.parse('2026-01-01T00:01:05Z'));
+  assert.equal(c.age, '1:05');
+  assert.equal(c.seconds, '10.3 s');
+  assert.equal(c.sent, '9.9 s');
+  assert.equal(c.lag, '0.3 s');
+  assert.equal(c.transport, 'websocket');
+  assert.equal(c.format, 'mp3');
+  assert.equal(c.upstream, 'publishing');
+  assert.equal(c.health, 'healthy');
+});
