@@ -3,11 +3,12 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { health, fmtAge, fmtBytes, cells } from './status/lib.js';
 
-const live = { id: 'a', state: 'live', ffmpeg: 'publishing', restarts: 0, held_seconds: 0.3, dropped_bytes: 0 };
+const live = { id: 'a', state: 'live', ffmpeg: 'publishing', restarts: 0, held_seconds: 0.3, sent_seconds: 5, dropped_bytes: 0 };
 
 test('health: one class per condition, the worst wins', () => {
   assert.equal(health(live), 'healthy');
   assert.equal(health({ ...live, held_seconds: 2.5 }), 'lagging');
+  assert.equal(health({ ...live, held_seconds: 2.5, sent_seconds: 0 }), 'healthy'); // its start
   assert.equal(health({ ...live, ffmpeg: 'restarting', restarts: 1 }), 'restarting');
   assert.equal(health({ ...live, ffmpeg: 'starting', restarts: 1, held_seconds: 5 }), 'restarting');
   assert.equal(health({ ...live, ffmpeg: 'starting', restarts: 0 }), 'healthy'); // a first start

@@ -9,12 +9,14 @@ export const FAILING_RESTARTS = 3;
 
 // health classes a stream from its /streams entry: failing (the RTMP
 // server stopped reading, audio was given up, or ffmpeg keeps failing),
-// restarting, lagging, or healthy.
+// restarting, lagging, or healthy. Until its ffmpeg first confirms
+// sending, a stream holds what arrived during the start: not a lag (an
+// ffmpeg that publishes and then stops sending is restarted).
 export function health(s) {
   const restarting = s.ffmpeg === 'restarting' || (s.ffmpeg === 'starting' && s.restarts > 0);
   if (s.upstream || s.dropped_bytes > 0 || (restarting && s.restarts >= FAILING_RESTARTS)) return 'failing';
   if (restarting) return 'restarting';
-  if (s.held_seconds > LAG_SECONDS) return 'lagging';
+  if (s.held_seconds > LAG_SECONDS && s.sent_seconds > 0) return 'lagging';
   return 'healthy';
 }
 

@@ -87,6 +87,7 @@ function render(streams) {
     row.className = c.health;
     row.dataset.transport = c.transport;
     row.dataset.seconds = String(s.seconds || 0);
+    row.dataset.sent = String(s.sent_seconds || 0);
     row.title = s.last_error || '';
     // Keep the server's order (by ID) without moving rows that are in place.
     const want = prev ? prev.nextElementSibling : $('rows').firstElementChild;
