@@ -81,7 +81,7 @@ func TestStatusPage(t *testing.T) {
 	pub := startPublisher(t, rtmp.URL, func(c *Config) { c.AdminKey = statusKey })
 	audio := rtmptest.MP3(t, 12, 16000, 1, "32k", true)
 	ctx := browser(t)
-	if err := chromedp.Do(ctx, chromedp.EmulateViewport(1200, 330), chromedp.Navigate(pub.URL+"/status/"), chromedp.WaitVisible(chromedp.ID("adminkey"))); err != nil {
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(1200, 330), chromedp.Navigate(pub.URL+"/status"), chromedp.WaitVisible(chromedp.ID("adminkey"))); err != nil {
 		t.Fatal(err)
 	}
 	signIn := func(key string) {
