@@ -46,7 +46,7 @@ func TestFFmpegCopiesAACFromFLV(t *testing.T) {
 			out := filepath.Join(t.TempDir(), "out.flv")
 			cfg := ffpipe.Config{InputFormat: "flv", AudioCodec: "copy", OutputFormat: "flv", Target: out}
 			cmd := exec.Command("ffmpeg", ffpipe.Args(cfg)...)
-			cmd.Stdin = bytes.NewReader(f.frame(in, true))
+			cmd.Stdin = bytes.NewReader(f.frame(nil, units, true))
 			devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
 			if err != nil {
 				t.Fatal(err)

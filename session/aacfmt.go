@@ -131,16 +131,27 @@ type aacFramer struct {
 	buf     []byte
 }
 
-func (f *aacFramer) frame(data []byte, start bool) []byte {
+func (f *aacFramer) frame(_ []byte, units []unit, start bool) []byte {
 	out := f.buf[:0]
 	if start {
 		*f = aacFramer{buf: out}
 		out = append(out, flvHeader...)
-		if h, ok := parseADTS(data); ok {
-			f.rate = h.rate()
-			out = f.tag(out, 0, h.asc())
+		if len(units) > 0 {
+			if h, ok := parseADTS(units[0].data); ok {
+				f.rate = h.rate()
+				out = f.tag(out, 0, h.asc())
+			}
 		}
 	}
+	for i := range units {
+		out = f.frames(out, units[i].data)
+	}
+	f.buf = out
+	return out
+}
+
+// frames appends data's ADTS frames as tags, one a frame.
+func (f *aacFramer) frames(out, data []byte) []byte {
 	for len(data) > 0 {
 		h, ok := parseADTS(data)
 		if !ok || h.length > len(data) || f.rate == 0 {
@@ -150,7 +161,6 @@ func (f *aacFramer) frame(data []byte, start bool) []byte {
 		f.samples += adtsSamples
 		data = data[h.length:]
 	}
-	f.buf = out
 	return out
 }
 

@@ -156,7 +156,7 @@ func TestAACUnitsNewSegmentOnConfigChange(t *testing.T) {
 func TestAACFramerTags(t *testing.T) {
 	in := adtsFrames(lc16Mono, 3, 100, 7)
 	var f aacFramer
-	out := f.frame(in, true)
+	out := f.frame(nil, []unit{{data: in}}, true)
 	if !bytes.HasPrefix(out, flvHeader) {
 		t.Fatal("no FLV header")
 	}
@@ -184,7 +184,7 @@ func TestAACFramerTags(t *testing.T) {
 		t.Errorf("timestamps %v", times)
 	}
 	// A later write continues the clock.
-	more := f.frame(adtsFrames(lc16Mono, 1, 100, 7), false)
+	more := f.frame(nil, []unit{{data: adtsFrames(lc16Mono, 1, 100, 7)}}, false)
 	if ts := int(more[4])<<16 | int(more[5])<<8 | int(more[6]); ts != 192 {
 		t.Errorf("next timestamp %d", ts)
 	}
