@@ -17,7 +17,8 @@ import (
 // Two first POSTs wait for the same publish; the server refuses; both
 // retract. The second retract's mark is beyond the log the first left.
 func TestTwoRefusedFirstPosts(t *testing.T) {
-	r, _ := newTestRegistry(t, fakeffmpeg.RefuseAfter+"300ms", nil)
+	// The refusal must come before StartTimeout, however slow the start.
+	r, _ := newTestRegistry(t, fakeffmpeg.RefuseAfter+"300ms", func(c *Config) { c.StartTimeout = time.Minute })
 	var wg sync.WaitGroup
 	for i := 0; i < 6; i++ {
 		id := fmt.Sprintf("p%d", i)
