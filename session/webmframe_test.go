@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"os"
 	"os/exec"
 	"slices"
 	"strings"
@@ -95,9 +96,21 @@ func rms(pcm []byte) float64 {
 // tone around it as the tone.
 func TestWebMFramerGapFillIsSilenceOnOneTimeline(t *testing.T) {
 	t.Parallel()
-	for _, channels := range []int{1, 2} {
-		t.Run(fmt.Sprintf("%d channels", channels), func(t *testing.T) {
-			w, units := scanWebM(t, opusWebM(t, 2, channels))
+	chromium, err := os.ReadFile("testdata/mediarecorder.webm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, src := range []struct {
+		name string
+		data []byte
+		tone bool // a steady tone around the gap
+	}{
+		{"ffmpeg mono", opusWebM(t, 2, 1), true},
+		{"ffmpeg stereo", opusWebM(t, 2, 2), true},
+		{"Chromium's MediaRecorder", chromium, false}, // 60 ms packets; the fake microphone beeps
+	} {
+		t.Run(src.name, func(t *testing.T) {
+			w, units := scanWebM(t, src.data)
 			half := len(units) / 2
 			silence := w.silence(time.Second - time.Millisecond)
 			if got := unitsAudio(silence); got != time.Second {
@@ -121,7 +134,7 @@ func TestWebMFramerGapFillIsSilenceOnOneTimeline(t *testing.T) {
 			loud := pcm[at(gapStart-500*time.Millisecond):at(gapStart-100*time.Millisecond)]
 			after := pcm[at(gapStart+time.Second+100*time.Millisecond):at(gapStart+time.Second+500*time.Millisecond)]
 			t.Logf("decoded %v; power before %.0f, in the gap %.1f, after %.0f", pcmDuration(pcm), rms(loud), rms(quiet), rms(after))
-			if rms(quiet) > 1 || rms(loud) < 1e6 || rms(after) < 1e6 {
+			if rms(quiet) > 1 || src.tone && (rms(loud) < 1e6 || rms(after) < 1e6) {
 				t.Errorf("power before the gap %.0f, in it %.1f, after it %.0f: want the tone, silence, the tone", rms(loud), rms(quiet), rms(after))
 			}
 		})
