@@ -2,6 +2,7 @@ package session
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"fmt"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"ffmpeg-publisher/internal/fakeffmpeg"
 	"ffmpeg-publisher/internal/rtmptest"
 )
 
@@ -245,6 +247,65 @@ func checkFramed(t *testing.T, got []webmUnit) {
 			if d := back[i].dur - seg[i].dur; d.Abs() > time.Duration(si.scale) {
 				t.Fatalf("unit %d carried %v, framed %v", i, seg[i].dur, back[i].dur)
 			}
+		}
+	}
+}
+
+// framedBlocks reads a framed WebM (1 ms ticks) back: each block's time
+// (its cluster's and its own) and its frames.
+func framedBlocks(t *testing.T, data []byte) (times []time.Duration, frames [][]byte) {
+	t.Helper()
+	var s webmScanner
+	units := feedWebM(t, &s, data)
+	var cluster int64
+	for _, u := range units {
+		d := u.data
+		if bytes.HasPrefix(d, []byte(clusterHead)) {
+			d = d[len(clusterHead):]
+			h, _, _ := readHeader(d)
+			v, _ := readUint(d[h.len : h.len+int(h.size)])
+			cluster, d = int64(v), d[h.len+int(h.size):]
+		}
+		h, _, _ := readHeader(d)
+		blk, err := parseBlock(d[h.len:])
+		if err != nil || h.id != idSimpleBlock {
+			t.Fatalf("not a SimpleBlock: % x", d)
+		}
+		times = append(times, time.Duration(cluster+int64(blk.timecode))*time.Millisecond)
+		frames = append(frames, blk.frames...)
+	}
+	return times, frames
+}
+
+// The session's gap fill for WebM: ffmpeg reads the client's blocks, then
+// silent Opus packets, every block timed where the one before ended,
+// though the client's own clusters said 0 s and 1 s.
+func TestWebMGapFillFeedsSilentOpusOnOneTimeline(t *testing.T) {
+	r, dir := newTestRegistry(t, fakeffmpeg.Normal, func(c *Config) {
+		c.GapFill = 200 * time.Millisecond
+		c.FFmpeg.InputFormat = "webm"
+	})
+	stream, _, _ := mediaRecorderLike() // 6 blocks of 20 ms
+	if _, err := r.Write(context.Background(), "w", testSrc, stream); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a second of silence", func() bool { info, _ := r.Info("w"); return info.Silence >= 1 })
+	closeRegistry(t, r)
+	got := received(t, dir, "w")
+	if len(got) != 1 {
+		t.Fatalf("%d ffmpegs read data", len(got))
+	}
+	times, frames := framedBlocks(t, got[0])
+	if len(frames) < 6+50 {
+		t.Fatalf("%d blocks, want the 6 sent and a second of silence", len(frames))
+	}
+	for i, f := range frames {
+		want := opusPacket(31, 0, 1)
+		if i >= 6 {
+			want = opusSilence(false)
+		}
+		if !bytes.Equal(f, want) || times[i] != time.Duration(i)*20*time.Millisecond {
+			t.Fatalf("block %d at %v: % x; want % x at %v", i, times[i], f, want, time.Duration(i)*20*time.Millisecond)
 		}
 	}
 }
