@@ -353,15 +353,15 @@ func TestDeliveryMP3OverWebSocket(t *testing.T) {
 
 // TestDeliveryWebMAfterKill streams WebM/Opus as Chrome's MediaRecorder
 // does (100 ms slices as binary messages) and kills its ffmpeg once: the
-// stream publishes again, and the markers sent after the kill are in the
-// recordings.
+// stream publishes again, every acknowledged marker is in the recordings,
+// and what is lost and published twice stays within a kill's bounds.
 func TestDeliveryWebMAfterKill(t *testing.T) {
 	t.Parallel()
 	rtmptest.Require(t, "ffmpeg", "nginx")
 	rng := rand.New(rand.NewPCG(deliverySeed(t), 0))
 	rtmp := rtmptest.Start(t)
 	p := startPublisher(t, rtmp.URL, func(c *Config) { c.AdminKey = "admin" })
-	const id, seconds = "marked-webm", 20
+	const id, seconds = "marked-webm", 12
 	const n = seconds * int(time.Second/markers.Unit)
 	audio, err := markers.WebMOpus(n, "32k")
 	if err != nil {
@@ -376,7 +376,7 @@ func TestDeliveryWebMAfterKill(t *testing.T) {
 		<-sending
 		t.Fatalf("%s did not publish", id)
 	}
-	time.Sleep(3*time.Second + time.Duration(rng.Int64N(int64(5*time.Second))))
+	time.Sleep(2*time.Second + time.Duration(rng.Int64N(int64(4*time.Second))))
 	c.kill()
 	if len(c.done) == 0 {
 		<-sending
@@ -408,6 +408,10 @@ func TestDeliveryWebMAfterKill(t *testing.T) {
 	}
 	if len(before) > 0 {
 		t.Errorf("%s: acknowledged markers sent before the kill missing: %v", id, before)
+	}
+	if rep.Lost > lostPerFailure || rep.Duplicated > duplicatedPerKill {
+		t.Errorf("%s: lost %d ms and duplicated %d ms at a kill, want at most %d ms and %d ms",
+			id, rep.Lost.Milliseconds(), rep.Duplicated.Milliseconds(), lostPerFailure.Milliseconds(), duplicatedPerKill.Milliseconds())
 	}
 	if t.Failed() {
 		p.explain(t, id)
