@@ -34,6 +34,10 @@ type Config struct {
 	// frames MP3 in FLV tags ("flv") so that ffmpeg reads it frame by
 	// frame rather than in 1 KiB blocks.
 	InputFormat string
+	// SampleRate and Channels describe raw input (PCM), which says
+	// neither itself; 0 leaves them to the demuxer.
+	SampleRate int
+	Channels   int
 	// AudioCodec is the output codec; "" means "aac". "copy" passes the
 	// input through untouched (FLV carries MP3).
 	AudioCodec string
@@ -107,9 +111,14 @@ func Args(cfg Config) []string {
 		"-loglevel", "level+info",
 		"-probesize", "32", "-analyzeduration", "0",
 		"-f", orDefault(cfg.InputFormat, "mp3"),
-		"-i", "pipe:0",
-		"-vn", "-c:a", codec,
 	}
+	if cfg.SampleRate > 0 {
+		args = append(args, "-ar", strconv.Itoa(cfg.SampleRate))
+	}
+	if cfg.Channels > 0 {
+		args = append(args, "-ac", strconv.Itoa(cfg.Channels))
+	}
+	args = append(args, "-i", "pipe:0", "-vn", "-c:a", codec)
 	if codec != "copy" {
 		args = append(args, "-b:a", orDefault(cfg.AudioBitrate, "64k"))
 	}

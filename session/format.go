@@ -1,6 +1,11 @@
 package session
 
-import "time"
+import (
+	"fmt"
+	"time"
+
+	"ffmpeg-publisher/ffpipe"
+)
 
 // format is what the session knows of one input format: how to cut it
 // into units (unitScanner), how an ffmpeg reads those units, and what
@@ -32,17 +37,44 @@ type framer interface {
 	frame(init []byte, units []unit, start bool) []byte
 }
 
-// newFormat returns the format called name (ffmpeg's -f for it).
-func newFormat(name string) format {
-	switch name {
+// newFormat returns the format of fc's input, named by InputFormat
+// (ffmpeg's -f for it, or "pcm").
+func newFormat(fc ffpipe.Config) format {
+	switch fc.InputFormat {
 	case "mp3":
 		return &mp3Units{}
 	case "webm":
 		return &webmUnits{}
 	case "aac":
 		return &aacUnits{}
+	case "pcm":
+		return newPCMUnits(fc.SampleRate, fc.Channels)
 	}
 	return rawUnits{}
+}
+
+// forSource returns the configuration of a session for src's format.
+func (c Config) forSource(src Source) (Config, error) {
+	if src.Format == "" {
+		return c, nil
+	}
+	c.FFmpeg.InputFormat = src.Format
+	c.FFmpeg.SampleRate, c.FFmpeg.Channels = 0, 0
+	if src.Format == "pcm" {
+		if err := CheckPCM(src.Rate, src.Channels); err != nil {
+			return c, err
+		}
+		c.FFmpeg.SampleRate, c.FFmpeg.Channels = src.Rate, src.Channels
+	}
+	return c, nil
+}
+
+// inputName names a session's input format for a refusal (ErrFormat).
+func inputName(fc ffpipe.Config) string {
+	if fc.SampleRate == 0 {
+		return fc.InputFormat
+	}
+	return fmt.Sprintf("%s at %d Hz with %d channels", fc.InputFormat, fc.SampleRate, fc.Channels)
 }
 
 // MP3: frames in FLV tags (see flvFramer), silence in the last frame's

@@ -95,9 +95,12 @@ func (r *Registry) List() []Info {
 type Source struct {
 	Transport string // "base64", "websocket", "upload"
 	Remote    string // the client's address
-	// Format is the audio's container for ffmpeg's -f ("mp3", "webm");
-	// "" means the registry's (MP3). It is fixed when the session starts.
+	// Format is the audio's container for ffmpeg's -f ("mp3", "webm"),
+	// or "pcm"; "" means the registry's (MP3). It is fixed when the
+	// session starts.
 	Format string
+	// Rate and Channels describe PCM (see CheckPCM); 0 for other formats.
+	Rate, Channels int
 }
 
 // Write appends one chunk (a legacy POST) to id's stream, creating the
@@ -121,7 +124,7 @@ func (r *Registry) WriteSeq(ctx context.Context, id string, src Source, c SeqChu
 		if r.endedRetry(id, k) {
 			return SeqResult{Duplicate: true}, nil
 		}
-		s, err := r.acquire(id, nil)
+		s, err := r.acquire(id, nil, src)
 		if err != nil {
 			return SeqResult{}, err
 		}
@@ -163,7 +166,7 @@ func (r *Registry) writeTo(ctx context.Context, id string, src Source, p []byte,
 	// twice in a row means something is ending sessions as fast as we
 	// make them, and the caller hears about it.
 	for attempt := 0; ; attempt++ {
-		s, err := r.acquire(id, pub)
+		s, err := r.acquire(id, pub, src)
 		if err != nil {
 			return Result{}, nil, err
 		}
@@ -178,8 +181,8 @@ func (r *Registry) writeTo(ctx context.Context, id string, src Source, p []byte,
 	}
 }
 
-// acquire returns id's session, creating it if needed.
-func (r *Registry) acquire(id string, pub *Publisher) (*Session, error) {
+// acquire returns id's session for src's format, creating it if needed.
+func (r *Registry) acquire(id string, pub *Publisher, src Source) (*Session, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed {
@@ -194,13 +197,13 @@ func (r *Registry) acquire(id string, pub *Publisher) (*Session, error) {
 	if holder := r.claims[id]; holder != nil && holder != pub {
 		return nil, fmt.Errorf("%w (%s from %s)", ErrBusy, holder.src.Transport, holder.src.Remote)
 	}
-	cfg := r.cfg
-	if pub != nil && pub.src.Format != "" {
-		cfg.FFmpeg.InputFormat = pub.src.Format
+	cfg, err := r.cfg.forSource(src)
+	if err != nil {
+		return nil, err
 	}
 	if s := r.sessions[id]; s != nil {
-		if s.cfg.FFmpeg.InputFormat != cfg.FFmpeg.InputFormat {
-			return nil, fmt.Errorf("%w: it is streaming %s, not %s; end it first", ErrFormat, s.cfg.FFmpeg.InputFormat, cfg.FFmpeg.InputFormat)
+		if was, now := inputName(s.cfg.FFmpeg), inputName(cfg.FFmpeg); src.Format != "" && was != now {
+			return nil, fmt.Errorf("%w: it is streaming %s, not %s; end it first", ErrFormat, was, now)
 		}
 		return s, nil
 	}

@@ -125,7 +125,7 @@ func newSession(id string, cfg Config, log *logrus.Entry, draining *atomic.Bool)
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.slog.keep = upstreamRewind
-	s.scan = newFormat(cfg.FFmpeg.InputFormat)
+	s.scan = newFormat(cfg.FFmpeg)
 	if a, ok := s.scan.(*aacUnits); ok {
 		a.silent = cfg.aacSilence
 	}

@@ -153,6 +153,7 @@ func run(args []string, dir, mode string) int {
 			unwrap = &flvUnwrapper{}
 		}
 	}
+	rawRate := rawBytesPerSecond(args)
 	if unwrap != nil && mode == Lag {
 		unwrap.lag = LagBehind
 	}
@@ -165,8 +166,8 @@ func run(args []string, dir, mode string) int {
 			if unwrap == nil {
 				out.Write(data)
 				total += int64(len(data))
-				if mode != Stall || reads == 0 { // raw input: a byte is a microsecond
-					fmt.Fprintf(progress, "total_size=%d\nout_time_us=%d\nprogress=continue\n", total, total)
+				if mode != Stall || reads == 0 {
+					fmt.Fprintf(progress, "total_size=%d\nout_time_us=%d\nprogress=continue\n", total, total*1e6/rawRate)
 				}
 			} else {
 				tags = unwrap.feed(data, false)
@@ -317,4 +318,24 @@ func mp3FrameUS(b []byte) int64 {
 		samples = 1152
 	}
 	return samples * 1000000 / r[si]
+}
+
+// rawBytesPerSecond is the rate of raw input: PCM's (-f s16le -ar R -ac C),
+// or 10⁶ for anything else, where a byte counts as a microsecond.
+func rawBytesPerSecond(args []string) int64 {
+	pcm, rate, channels := false, int64(0), int64(1)
+	for i := 0; i+1 < len(args); i++ {
+		switch args[i] {
+		case "-f":
+			pcm = pcm || args[i+1] == "s16le"
+		case "-ar":
+			rate, _ = strconv.ParseInt(args[i+1], 10, 64)
+		case "-ac":
+			channels, _ = strconv.ParseInt(args[i+1], 10, 64)
+		}
+	}
+	if !pcm || rate <= 0 || channels <= 0 {
+		return 1e6
+	}
+	return 2 * rate * channels
 }
