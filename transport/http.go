@@ -159,6 +159,7 @@ func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/{$}", s.handleRoot)
 	mux.Handle("/base64", s.api(s.limited(s.handleBase64)))
+	mux.Handle("/chunk", s.api(s.limited(s.handleBase64))) // the same, under a name that does not say base64
 	mux.Handle("/ws", s.api(s.limited(s.handleWS)))
 	mux.Handle("/live/{id}", s.api(s.limited(s.handleLive)))
 	mux.Handle("GET /streams", s.api(s.limited(s.handleStreams)))
@@ -245,7 +246,8 @@ func status(err error) (int, string) {
 		return http.StatusNotFound, err.Error()
 	case errors.As(err, new(*rateLimited)):
 		return http.StatusTooManyRequests, err.Error()
-	case errors.Is(err, errNoID), errors.Is(err, errEmptyBody), errors.Is(err, session.ErrInvalidID), errors.Is(err, session.ErrSeqRange):
+	case errors.Is(err, errNoID), errors.Is(err, errEmptyBody), errors.Is(err, session.ErrInvalidID), errors.Is(err, session.ErrSeqRange),
+		errors.As(err, new(*session.PCMError)):
 		return http.StatusBadRequest, err.Error()
 	case errors.As(err, &be):
 		return http.StatusBadRequest, be.Error()
@@ -359,8 +361,10 @@ func (s *Server) handleRoot(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-// handleBase64 is the legacy API: POST /base64?key=K&id=ID with a base64
-// MP3 chunk. The body is decoded as it arrives into a pooled buffer and
+// handleBase64 is the chunk API: POST /base64?key=K&id=ID (or /chunk) with
+// one chunk of audio, base64 unless the Content-Type names a binary one
+// (see binaryFormat): legacy clients send base64 MP3 as text/plain or with
+// no type. The body is decoded as it arrives into a pooled buffer and
 // written to the session in one piece once it is complete and valid, so a
 // refused chunk leaves nothing behind in the stream and a slow client does
 // not hold the ID's writer while it uploads.
@@ -375,6 +379,10 @@ func (s *Server) handleBase64(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	format, binary, err := requestFormat(r)
+	if err != nil {
+		return err
+	}
 	if err := s.admit(r, id); err != nil {
 		return err
 	}
@@ -382,20 +390,10 @@ func (s *Server) handleBase64(w http.ResponseWriter, r *http.Request) error {
 	buf := s.bufs.Get().(*bytes.Buffer)
 	defer s.putBuf(buf)
 	buf.Reset()
-	body := http.MaxBytesReader(w, clientBody{r.Body}, s.cfg.MaxBody)
-	dec := s.decoders.Get().(*b64Decoder)
-	err = dec.decode(buf, body)
-	s.decoders.Put(dec)
-	if err != nil {
-		if be := base64Problem(err); be != nil {
-			return be
-		}
+	if err := s.readChunk(w, r, buf, binary); err != nil {
 		return err
 	}
-	if buf.Len() == 0 {
-		return errEmptyBody
-	}
-	src := session.Source{Transport: "base64", Remote: r.RemoteAddr}
+	src := format.source("base64", r.RemoteAddr)
 	end := q.Get("end") == "1"
 	if numbered == nil {
 		if _, err := s.reg.Write(r.Context(), id, src, buf.Bytes()); err != nil {
@@ -451,7 +449,8 @@ func (s *Server) putBuf(b *bytes.Buffer) {
 // 2 s of 128 kbps audio, small enough to keep the delay low.
 const uploadPiece = 32 << 10
 
-// handleLive streams a raw MP3 body into the ID's session as it arrives:
+// handleLive streams a raw body into the ID's session as it arrives (MP3
+// unless format= or the Content-Type names another):
 // POST or PUT /live/{id}?key=K. The connection holds the ID while it
 // uploads; the end of the body ends the stream, a broken connection leaves
 // the session open for the idle timeout.
@@ -461,10 +460,14 @@ func (s *Server) handleLive(w http.ResponseWriter, r *http.Request) error {
 		return errMethod
 	}
 	id := r.PathValue("id")
+	format, _, err := requestFormat(r) // the body is raw whatever the type
+	if err != nil {
+		return err
+	}
 	if err := s.admit(r, id); err != nil {
 		return err
 	}
-	pub, err := s.reg.Attach(id, session.Source{Transport: "upload", Remote: r.RemoteAddr})
+	pub, err := s.reg.Attach(id, format.source("upload", r.RemoteAddr))
 	if err != nil {
 		return err
 	}

@@ -43,7 +43,8 @@ func closeCode(err error) int {
 		return websocket.ClosePolicyViolation // 1008
 	case errors.As(err, new(*rateLimited)):
 		return websocket.CloseTryAgainLater // 1013
-	case errors.Is(err, session.ErrNotMP3), errors.Is(err, session.ErrNotWebM), errors.Is(err, session.ErrNotAAC), errors.As(err, new(*badRequest)):
+	case errors.Is(err, session.ErrNotMP3), errors.Is(err, session.ErrNotWebM), errors.Is(err, session.ErrNotAAC), errors.As(err, new(*badRequest)),
+		errors.As(err, new(*session.PCMError)):
 		return websocket.CloseUnsupportedData // 1003
 	case errors.Is(err, session.ErrAtCapacity):
 		return websocket.CloseTryAgainLater // 1013
@@ -116,13 +117,13 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) error {
 	// when it is read: a client that reconnects the moment it sees the
 	// answer must find the ID free, not busy with its own old connection.
 	conn.SetCloseHandler(func(code int, _ string) error { c.peerClose = code; return nil })
-	format, err := wsFormat(r.URL.Query().Get("format"))
+	format, err := queryFormat(r.URL.Query())
 	if err == nil {
 		err = s.admit(r, id)
 	}
 	if err == nil {
 		c.log = c.log.WithField("id", id)
-		c.pub, err = s.reg.Attach(id, session.Source{Transport: "websocket", Remote: r.RemoteAddr, Format: format})
+		c.pub, err = s.reg.Attach(id, format.source("websocket", r.RemoteAddr))
 	}
 	go c.writeLoop()
 	defer c.endWriter(nil) // when the reader stops, so does the writer
@@ -143,18 +144,6 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) error {
 	}
 	c.log.WithField("ended", end).Info("websocket publisher disconnected")
 	return nil
-}
-
-// wsFormat reads format=: MP3 (the default), or WebM (Opus from a browser's
-// MediaRecorder), cut into blocks as MP3 is into frames.
-func wsFormat(v string) (string, error) {
-	switch v {
-	case "", "mp3":
-		return "", nil
-	case "webm":
-		return "webm", nil
-	}
-	return "", &badRequest{"format must be mp3 or webm"}
 }
 
 // badRequest is a 400 with its own message.
