@@ -161,7 +161,7 @@ func TestBrowserRecorder(t *testing.T) {
 	rtmptest.Require(t, "ffmpeg", "nginx", "chromium")
 	rtmp := rtmptest.Start(t)
 	pub := startPublisher(t, rtmp.URL, func(c *Config) { c.GapFill = 0 })
-	for _, format := range []string{"mp3", "webm"} {
+	for _, format := range []string{"mp3", "webm", "pcm"} {
 		t.Run(format, func(t *testing.T) {
 			ctx := browser(t)
 			id := "browser-" + format

@@ -1,10 +1,14 @@
 // Unit tests of the recorder page's pure parts: node --test web/
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { toInt16, level, backoff, describe, closeReason } from './static/lib.js';
+import { toInt16, toS16LE, level, backoff, describe, closeReason } from './static/lib.js';
 
 test('toInt16 scales and clips', () => {
   assert.deepEqual(Array.from(toInt16(new Float32Array([0, 1, -1, 0.5, 2, -3]))), [0, 32767, -32768, 16384, 32767, -32768]);
+});
+
+test('toS16LE is little-endian 16-bit PCM', () => {
+  assert.deepEqual(Array.from(new Uint8Array(toS16LE(new Float32Array([0, 1, -1, 0.5])))), [0, 0, 0xff, 0x7f, 0x00, 0x80, 0x00, 0x40]);
 });
 
 test('level is 0 for silence and 1 for full scale', () => {

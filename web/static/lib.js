@@ -10,6 +10,15 @@ export function toInt16(f32) {
   return out;
 }
 
+// toS16LE converts samples in [-1, 1] to the bytes of 16-bit little-endian
+// PCM, what the server takes as format=pcm, whatever the machine's order.
+export function toS16LE(f32) {
+  const s = toInt16(f32);
+  const out = new DataView(new ArrayBuffer(s.length * 2));
+  for (let i = 0; i < s.length; i++) out.setInt16(2 * i, s[i], true);
+  return out.buffer;
+}
+
 // level is the block's loudness for the meter, 0..1 (RMS on a dB scale
 // from -60 dB).
 export function level(f32) {

@@ -1,9 +1,10 @@
-// The in-page recorder: microphone → MP3 (lamejs, in the page) or WebM/Opus
-// (MediaRecorder) → WebSocket binary messages to /ws. A dropped connection
+// The in-page recorder: microphone → MP3 (lamejs, in the page), WebM/Opus
+// (MediaRecorder) or PCM (the worklet's samples as they are) → WebSocket
+// binary messages to /ws. A dropped connection
 // is retried with backoff; audio recorded meanwhile is queued and sent on
 // reconnection, so the server's session (kept for its idle timeout)
 // continues the same stream.
-import { toInt16, level, backoff, describe, closeReason } from './lib.js';
+import { toInt16, toS16LE, level, backoff, describe, closeReason } from './lib.js';
 
 const $ = (id) => document.getElementById(id);
 const QUEUE_LIMIT = 2 << 20; // bytes kept while disconnected (minutes of audio)
@@ -30,12 +31,17 @@ function tick() {
   $('sent').textContent = fmtBytes(rec.sent);
 }
 
-function wsURL(id, key, format) {
+function wsURL(id, key, format, rate) {
   const u = new URL('../ws', location.href);
   u.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
   u.searchParams.set('id', id);
   u.searchParams.set('key', key);
   if (format === 'webm') u.searchParams.set('format', 'webm');
+  if (format === 'pcm') {
+    u.searchParams.set('format', 'pcm');
+    u.searchParams.set('rate', String(rate)); // the AudioContext's, usually 48000 or 44100
+    u.searchParams.set('channels', '1');
+  }
   return u.toString();
 }
 
@@ -120,14 +126,16 @@ async function start() {
   mute.gain.value = 0;
   source.connect(node).connect(mute).connect(ctx.destination);
   rec = { stream, ctx, node, started: performance.now(), sent: 0, queue: [], queued: 0, attempt: 0, samples: 0,
-    url: wsURL(id, key, format), format };
+    url: wsURL(id, key, format, ctx.sampleRate), format };
   node.port.onmessage = (ev) => {
     if (!rec) return;
     rec.samples += ev.data.length;
     // Seconds captured, for people and for the browser tests.
     document.body.dataset.captured = (rec.samples / ctx.sampleRate).toFixed(3);
     $('level').style.width = `${Math.round(level(ev.data) * 100)}%`;
-    if (rec.encoder) {
+    if (rec.format === 'pcm') {
+      send(toS16LE(ev.data)); // 100 ms blocks: no encoder in the page
+    } else if (rec.encoder) {
       const mp3 = rec.encoder.encodeBuffer(toInt16(ev.data));
       if (mp3.length) send(mp3);
     }
@@ -136,7 +144,7 @@ async function start() {
     rec.recorder = new MediaRecorder(stream, { mimeType: 'audio/webm;codecs=opus', audioBitsPerSecond: 64000 });
     rec.recorder.ondataavailable = (ev) => { if (ev.data.size) ev.data.arrayBuffer().then(send); };
     rec.recorder.start(100);
-  } else {
+  } else if (format === 'mp3') {
     rec.encoder = new lamejs.Mp3Encoder(1, ctx.sampleRate, 64);
   }
   rec.timer = setInterval(tick, 250);
