@@ -149,3 +149,86 @@ func TestPCMEndToEnd(t *testing.T) {
 		checkPCMArrived(t, rtmp, pub, "pcm-ws", pcmDuration(data, 48000, 2), 48000)
 	})
 }
+
+// TestPCMWeChatClient is a mini-program recording PCM (16 kHz mono, 4 KB
+// frames every 128 ms) and POSTing each frame as an ArrayBuffer, numbered,
+// one at a time; after 10 s its recorder restarts (a new rec, seq from 0).
+// The stream stays one publish holding every frame. About 13 s.
+func TestPCMWeChatClient(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end, 13 s")
+	}
+	t.Parallel()
+	rtmptest.Require(t, "ffmpeg", "ffprobe", "nginx")
+	rtmp := rtmptest.Start(t)
+	pub := startPublisher(t, rtmp.URL, nil)
+	const frame = 4096 // frameSize: 4 (KB)
+	every := time.Duration(frame/2) * time.Second / 16000
+	data := makePCM(t, 12.5, 16000, 1)
+	frames := splitEvery(data, frame)
+	restart := int(10 * time.Second / every)
+	post := func(rec string, seq, i int) {
+		q := fmt.Sprintf("%s/chunk?key=secret&id=wechat&seq=%d&rec=%s", pub.URL, seq, rec)
+		if i == len(frames)-1 {
+			q += "&end=1"
+		}
+		for tries := 0; ; tries++ {
+			resp, err := pub.client.Post(q, "audio/L16;rate=16000;channels=1", bytes.NewReader(frames[i]))
+			if err != nil {
+				t.Errorf("frame %d: %v", i, err)
+				return
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == 503 && tries < 20 { // the buffer full on a loaded machine: retry, as the README asks
+				time.Sleep(time.Second)
+				continue
+			}
+			if resp.StatusCode != 200 {
+				t.Errorf("frame %d: %d %s", i, resp.StatusCode, body)
+			}
+			return
+		}
+	}
+	paced(restart, every, func(i int) { post("first", i, i) })
+	time.Sleep(300 * time.Millisecond) // the recorder stops and starts again
+	paced(len(frames)-restart, every, func(i int) { post("second", i, restart+i) })
+	checkPCMArrived(t, rtmp, pub, "wechat", pcmDuration(data, 16000, 1), 16000)
+}
+
+// TestPCMGapFill: a WebSocket client that pauses 3 s gets PCM silence in
+// the gap: one publish whose timestamps run on without a hole. About 8 s.
+func TestPCMGapFill(t *testing.T) {
+	if testing.Short() {
+		t.Skip("end-to-end, 8 s")
+	}
+	t.Parallel()
+	rtmptest.Require(t, "ffmpeg", "ffprobe", "nginx")
+	rtmp := rtmptest.Start(t)
+	pub := startPublisher(t, rtmp.URL, func(c *Config) { c.GapFill = time.Second; c.IdleTimeout = 30 * time.Second })
+	data := makePCM(t, 4, 22050, 1)
+	pieces := splitEvery(data, 4411) // 100 ms and a byte
+	c, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(pub.URL, "http")+"/ws?id=pcm-gap&key=secret&format=pcm&rate=22050", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var reading sync.WaitGroup
+	reading.Add(1)
+	go drainStatus(c, reading.Done)
+	half := len(pieces) / 2
+	paced(half, 100*time.Millisecond, func(i int) { c.WriteMessage(websocket.BinaryMessage, pieces[i]) })
+	time.Sleep(3 * time.Second)
+	paced(len(pieces)-half, 100*time.Millisecond, func(i int) { c.WriteMessage(websocket.BinaryMessage, pieces[half+i]) })
+	c.WriteMessage(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""))
+	reading.Wait()
+	checkPCMArrived(t, rtmp, pub, "pcm-gap", pcmDuration(data, 22050, 1), 22050)
+	if sil := pub.silence(t, "pcm-gap"); sil < 1500*time.Millisecond {
+		t.Errorf("%s of silence filled a 3 s pause with a 1 s threshold", sil)
+	}
+	if files := rtmp.Recordings("pcm-gap"); len(files) == 1 {
+		if gap := rtmptest.MaxPTSGap(t, files[0]); gap > 0.1 {
+			t.Errorf("a %.3f s hole in the recorded timestamps", gap)
+		}
+	}
+}
