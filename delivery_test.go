@@ -356,20 +356,27 @@ func TestDeliveryMP3OverWebSocket(t *testing.T) {
 // stream publishes again, every acknowledged marker is in the recordings,
 // and what is lost and published twice stays within a kill's bounds.
 func TestDeliveryWebMAfterKill(t *testing.T) {
+	webmAfterKill(t, "marked-webm", 100*time.Millisecond, func(s *markedStream, p *publisher) { s.overWebSocket(t, p, "&format=webm") })
+}
+
+// webmAfterKill streams 12 s of marked WebM/Opus in pieces of every with
+// send, kills its ffmpeg once, and checks the recordings' content.
+func webmAfterKill(t *testing.T, id string, every time.Duration, send func(*markedStream, *publisher)) {
 	t.Parallel()
 	rtmptest.Require(t, "ffmpeg", "nginx")
 	rng := rand.New(rand.NewPCG(deliverySeed(t), 0))
 	rtmp := rtmptest.Start(t)
 	p := startPublisher(t, rtmp.URL, func(c *Config) { c.AdminKey = "admin" })
-	const id, seconds = "marked-webm", 12
+	const seconds = 12
 	const n = seconds * int(time.Second/markers.Unit)
 	audio, err := markers.WebMOpus(n, "32k")
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &markedStream{id: id, pieces: splitEvery(audio, len(audio)/(n+1)+1), every: 100 * time.Millisecond}
+	pieces := int(seconds * time.Second / every)
+	s := &markedStream{id: id, pieces: splitEvery(audio, len(audio)/pieces+1), every: every}
 	sending := make(chan struct{})
-	go func() { defer close(sending); s.overWebSocket(t, p, "&format=webm") }()
+	go func() { defer close(sending); send(s, p) }()
 
 	c := &chaos{t: t, p: p, rtmp: rtmp, id: id, s: s}
 	if c.publishing(15*time.Second) == 0 {

@@ -1,6 +1,9 @@
 package main
 
 import (
+	"bytes"
+	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -133,4 +136,51 @@ func TestWebMClientPauseWithGapFill(t *testing.T) {
 	if t.Failed() {
 		p.explain(t, id)
 	}
+}
+
+// overSeqPOSTs sends every piece as a binary POST of contentType numbered
+// with seq (the last with end=1), and every third one twice, as a client
+// whose reply was lost does: written twice, a piece of WebM would break the
+// stream for good.
+func (s *markedStream) overSeqPOSTs(t *testing.T, p *publisher, contentType string) {
+	paced(len(s.pieces), s.every, func(i int) {
+		q := fmt.Sprintf("%s/base64?key=secret&id=%s&seq=%d", p.URL, s.id, i)
+		if i == len(s.pieces)-1 {
+			q += "&end=1"
+		}
+		ok := s.postPiece(t, p, q, contentType, s.pieces[i])
+		if i%3 == 0 { // its reply was lost: the client sends it again
+			ok = s.postPiece(t, p, q, contentType, s.pieces[i]) && ok
+		}
+		s.ack(ok)
+	})
+}
+
+// postPiece posts one piece, retrying a full buffer as the README asks of
+// clients. (It runs beside the test's goroutine: errors, not Fatal.)
+func (s *markedStream) postPiece(t *testing.T, p *publisher, url, contentType string, piece []byte) bool {
+	for tries := 0; ; tries++ {
+		resp, err := p.client.Post(url, contentType, bytes.NewReader(piece))
+		if err != nil {
+			t.Errorf("%s: %v", url, err)
+			return false
+		}
+		var r reply
+		json.NewDecoder(resp.Body).Decode(&r)
+		resp.Body.Close()
+		if resp.StatusCode == 503 && strings.Contains(r.Errmsg, "buffer is full") && tries < 20 {
+			time.Sleep(500 * time.Millisecond)
+			continue
+		}
+		if resp.StatusCode != 200 {
+			t.Errorf("%s: %d %+v", url, resp.StatusCode, r)
+		}
+		return resp.StatusCode == 200
+	}
+}
+
+// WebM in binary POSTs, numbered, some sent twice, its ffmpeg killed once:
+// every acknowledged marker is published once a kill's bounds allow.
+func TestDeliveryWebMOverSeqPOSTs(t *testing.T) {
+	webmAfterKill(t, "marked-webm-posts", 500*time.Millisecond, func(s *markedStream, p *publisher) { s.overSeqPOSTs(t, p, "audio/webm") })
 }

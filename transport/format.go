@@ -36,6 +36,8 @@ func binaryFormat(mediaType string) (format string, binary bool) {
 		return "mp3", true
 	case "audio/l16": // little-endian, as recorders give (RFC 2586 says network order: see the README)
 		return "pcm", true
+	case "audio/webm": // a MediaRecorder's Blob type; codecs= is the Opus it holds
+		return "webm", true
 	case "application/octet-stream":
 		return "", true
 	}
