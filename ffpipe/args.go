@@ -49,10 +49,10 @@ type Config struct {
 	OutputFormat string
 	// Target is the output URL, e.g. rtmp://host/app/id.
 	Target string
-	// Also are more outputs fed by the same ffmpeg, through the tee
-	// muxer: an output that fails is dropped and the others go on (its
-	// index in stderr's "Slave muxer #N failed" is its place in
-	// Outputs()). Empty: Target alone, without tee.
+	// Also are restreams fed by the same ffmpeg, through the tee muxer
+	// (see teeSlave): Target stays the primary output, whose failure ends
+	// ffmpeg; a restream that fails is retried by ffmpeg itself, and
+	// Proc.Outputs tells its state. Empty: Target alone, without tee.
 	Also []string
 	// TLSCA is a PEM file of the CAs rtmps:// servers' certificates are
 	// checked against; "" means the system's.
@@ -132,7 +132,7 @@ func Args(cfg Config) []string {
 	}
 	slaves := make([]string, len(outs))
 	for i, url := range outs {
-		slaves[i] = outputFor(url, cfg.OutputFormat, cfg.TLSCA).teeSlave()
+		slaves[i] = outputFor(url, cfg.OutputFormat, cfg.TLSCA).teeSlave(i == 0)
 	}
 	return append(args, "-map", "0:a", "-f", "tee", strings.Join(slaves, "|"))
 }

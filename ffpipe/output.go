@@ -75,17 +75,34 @@ func (o output) args() []string {
 	return append(args, o.url)
 }
 
-// teeSlave renders o as one slave of the tee muxer: a failing slave is
-// dropped and the others go on (onfail=ignore).
-func (o output) teeSlave() string {
+// teeSlave renders o as one slave of the tee muxer. The first output
+// (primary) is written in step with the encoder: its failure ends ffmpeg,
+// which the session restarts, so its progress is what was sent. Every other
+// one (restream) goes through a fifo of its own: a slow or dead restream
+// drops its packets instead of holding the others up, and ffmpeg reopens it
+// every restreamRetry while it fails, which touches no other output.
+func (o output) teeSlave(primary bool) string {
 	var b strings.Builder
-	b.WriteString("[f=" + teeEscape(o.format, teeOptSpecial) + ":onfail=ignore")
+	b.WriteString("[f=" + teeEscape(o.format, teeOptSpecial))
+	if !primary {
+		b.WriteString(":onfail=ignore:use_fifo=1:fifo_options=" + teeEscape(restreamFifo, teeOptSpecial))
+	}
 	for _, opt := range o.opts {
 		b.WriteString(":" + opt.name + "=" + teeEscape(opt.value, teeOptSpecial))
 	}
 	b.WriteString("]" + o.url)
 	return teeEscape(b.String(), teeListSpecial)
 }
+
+// restreamRetry is how often ffmpeg reopens a failed restream: as a
+// failed primary's restart backoff is at most 2 s, a server that returns
+// gets both within about as long.
+const restreamRetry = "2"
+
+// restreamFifo: recover from any error, forever, at a fixed pace (the fifo
+// muxer has no backoff; a refused connection costs next to nothing), and
+// drop packets rather than block the encoder when the queue is full.
+const restreamFifo = "attempt_recovery=1:recover_any_error=1:max_recovery_attempts=0:recovery_wait_time=" + restreamRetry + ":drop_pkts_on_overflow=1"
 
 // The tee muxer reads its argument twice: the list of slaves split on "|",
 // then each slave's options split on ":" up to "]"; each reading takes a

@@ -58,6 +58,7 @@ type Proc struct {
 	conn   connFinder    // which socket is ffmpeg's output connection
 
 	mu       sync.Mutex // guards the fields below
+	outs     restreams
 	tail     []string
 	progress Progress
 	err      error // set before done is closed
@@ -143,6 +144,10 @@ func start(cfg Config, log *logrus.Entry, slots chan struct{}) (*Proc, error) {
 		done:   make(chan struct{}),
 		nice:   cfg.Nice,
 		slots:  slots,
+		outs:   newRestreams(cfg.Also),
+	}
+	if len(cfg.Also) > 0 {
+		p.conn.isPrimary = primaryPeer(cfg.Target)
 	}
 	p.log.WithField("cmd", p.redact.Line(CommandLine(cfg))).Debug("ffmpeg started")
 
@@ -213,11 +218,13 @@ func (p *Proc) readStderr(r io.ReadCloser) {
 	sc.Buffer(make([]byte, 4096), 64*1024)
 	sc.Split(splitCRLF)
 	for sc.Scan() {
-		line := p.redact.Line(strings.TrimSpace(sc.Text()))
+		raw := strings.TrimSpace(sc.Text())
+		line := p.redact.Line(raw)
 		if line == "" {
 			continue
 		}
 		p.mu.Lock()
+		p.outs.line(raw, p.redact.Line)
 		if len(p.tail) == tailLines {
 			copy(p.tail, p.tail[1:])
 			p.tail = p.tail[:tailLines-1]
@@ -300,6 +307,14 @@ func (p *Proc) Tail() []string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return append([]string(nil), p.tail...)
+}
+
+// Outputs returns the state of each output, in the order of
+// Config.Outputs.
+func (p *Proc) Outputs() []OutputState {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]OutputState{{}}, p.outs.state...)
 }
 
 // Progress returns the latest progress report.

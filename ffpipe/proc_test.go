@@ -51,6 +51,8 @@ func TestArgs(t *testing.T) {
 		"-probesize", "32", "-analyzeduration", "0"}
 	tail := []string{"-progress", "pipe:3", "-stats_period", "0.5", "-flush_packets", "1"}
 	aac := []string{"-f", "mp3", "-i", "pipe:0", "-vn", "-c:a", "aac", "-b:a", "64k"}
+	// Escaped once for the slave's options, once more for the tee's list.
+	fifo := `attempt_recovery\\=1\\:recover_any_error\\=1\\:max_recovery_attempts\\=0\\:recovery_wait_time\\=2\\:drop_pkts_on_overflow\\=1`
 	cat := func(parts ...[]string) []string {
 		var out []string
 		for _, p := range parts {
@@ -86,13 +88,13 @@ func TestArgs(t *testing.T) {
 			[]string{"-f", "mpegts", "-pes_payload_size", "0", "srt://h:9000?streamid=a&latency=200000"})},
 		{"several outputs go through tee", Config{Target: "rtmp://a/live/x", Also: []string{"srt://b:1", "rtmps://c/app/x"}, TLSCA: "/ca"}, cat(base, aac, tail,
 			[]string{"-map", "0:a", "-f", "tee",
-				"[f=flv:onfail=ignore:tcp_nodelay=1:flvflags=no_duration_filesize]rtmp://a/live/x" +
-					"|[f=mpegts:onfail=ignore:pes_payload_size=0]srt://b:1" +
-					"|[f=flv:onfail=ignore:tcp_nodelay=1:tls_verify=1:ca_file=/ca:flvflags=no_duration_filesize]rtmps://c/app/x"})},
+				"[f=flv:tcp_nodelay=1:flvflags=no_duration_filesize]rtmp://a/live/x" +
+					"|[f=mpegts:onfail=ignore:use_fifo=1:fifo_options=" + fifo + ":pes_payload_size=0]srt://b:1" +
+					"|[f=flv:onfail=ignore:use_fifo=1:fifo_options=" + fifo + ":tcp_nodelay=1:tls_verify=1:ca_file=/ca:flvflags=no_duration_filesize]rtmps://c/app/x"})},
 		{"tee escapes its separators", Config{Target: "rtmp://a/live/x?k=a|b", Also: []string{"rtmps://c/x"}, TLSCA: `/my:ca]'s\`}, cat(base, aac, tail,
 			[]string{"-map", "0:a", "-f", "tee",
-				`[f=flv:onfail=ignore:tcp_nodelay=1:flvflags=no_duration_filesize]rtmp://a/live/x?k=a\|b` +
-					`|[f=flv:onfail=ignore:tcp_nodelay=1:tls_verify=1:ca_file=/my\\:ca\\]\\\'s\\\\:flvflags=no_duration_filesize]rtmps://c/x`})},
+				`[f=flv:tcp_nodelay=1:flvflags=no_duration_filesize]rtmp://a/live/x?k=a\|b` +
+					`|[f=flv:onfail=ignore:use_fifo=1:fifo_options=` + fifo + `:tcp_nodelay=1:tls_verify=1:ca_file=/my\\:ca\\]\\\'s\\\\:flvflags=no_duration_filesize]rtmps://c/x`})},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := Args(tc.cfg); !reflect.DeepEqual(got, tc.want) {

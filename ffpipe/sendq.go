@@ -39,6 +39,10 @@ func (t tcpTuple) reversed() tcpTuple { return tcpTuple{Local: t.Remote, Remote:
 // connFinder remembers which connection is ffmpeg's, so that the socket
 // tables are read once per process rather than at every look.
 type connFinder struct {
+	// isPrimary tells the primary output's connection from the
+	// restreams'; nil: ffmpeg has one output.
+	isPrimary func(netip.AddrPort) bool
+
 	mu       sync.Mutex // guards the fields below
 	found    bool
 	tuple    tcpTuple
@@ -58,7 +62,7 @@ func (p *Proc) Conn() (ConnState, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if !f.found {
-		t, err := findConn(p.Pid())
+		t, err := findConn(p.Pid(), f.isPrimary)
 		if err != nil {
 			return ConnState{}, err
 		}
@@ -91,8 +95,9 @@ func (p *Proc) Conn() (ConnState, error) {
 	return st, nil
 }
 
-// findConn returns the established TCP connection among pid's open files.
-func findConn(pid int) (tcpTuple, error) {
+// findConn returns the established TCP connection among pid's open files
+// whose peer is wanted (any if wanted is nil).
+func findConn(pid int, wanted func(netip.AddrPort) bool) (tcpTuple, error) {
 	dir := "/proc/" + strconv.Itoa(pid)
 	inodes, err := socketInodes(dir + "/fd")
 	if err != nil || len(inodes) == 0 {
@@ -108,7 +113,7 @@ func findConn(pid int) (tcpTuple, error) {
 			return tcpTuple{}, fmt.Errorf("%s%s: %w", dir, table, err)
 		}
 		for _, r := range rows {
-			if r.State == tcpEstablished && inodes[r.Inode] {
+			if r.State == tcpEstablished && inodes[r.Inode] && (wanted == nil || wanted(r.Remote)) {
 				return r.tcpTuple, nil
 			}
 		}

@@ -1,0 +1,111 @@
+package ffpipe
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// OutputState is what ffmpeg last said of one output. The primary's is
+// always the zero value: its failure ends ffmpeg.
+type OutputState struct {
+	Down       bool   // its last (re)open failed; ffmpeg tries again every restreamRetry
+	Err        string // why it is down, redacted
+	Recoveries int    // times ffmpeg reopened it after a failure
+}
+
+// fifoLine matches what the fifo muxer of a restream says of its output
+// (ffmpeg 5.1): "Error opening URL: why", "Recovery failed: why",
+// "Recovery successful", each tagged with the fifo's address.
+var fifoLine = regexp.MustCompile(`^\[fifo @ (0x[0-9a-f]+)\] (?:\[\w+\] )?(Error opening |Recovery failed: |Recovery successful)(.*)$`)
+
+// restreams follows the restreams' states from ffmpeg's stderr. Not safe
+// for concurrent use: Proc guards it with its mu.
+type restreams struct {
+	urls  []string       // Config.Also
+	fifos map[string]int // a fifo's address → its restream, learnt from "Error opening URL"
+	state []OutputState  // per restream
+}
+
+func newRestreams(urls []string) restreams {
+	return restreams{urls: urls, fifos: map[string]int{}, state: make([]OutputState, len(urls))}
+}
+
+// line reads one raw stderr line; hide redacts the reason it keeps. A
+// fifo whose output failed always tries to reopen it, and a failed open
+// names the URL: that is how a fifo's address is tied to its restream.
+func (r *restreams) line(raw string, hide func(string) string) {
+	m := fifoLine.FindStringSubmatch(raw)
+	if m == nil {
+		return
+	}
+	addr, what, rest := m[1], m[2], m[3]
+	if what == "Error opening " {
+		for i, u := range r.urls {
+			if why, ok := strings.CutPrefix(rest, u+": "); ok {
+				r.fifos[addr] = i
+				r.state[i].Down, r.state[i].Err = true, hide(why)
+				return
+			}
+		}
+		return
+	}
+	i, ok := r.fifos[addr]
+	if !ok {
+		return // reopened at the first try: it was never seen down
+	}
+	if what == "Recovery successful" {
+		r.state[i].Down, r.state[i].Err = false, ""
+		r.state[i].Recoveries++
+	}
+}
+
+// defaultPorts of the schemes the stall watch reads the connection of.
+var defaultPorts = map[string]uint16{"rtmp": 1935, "rtmps": 443, "rtmpt": 80, "rtmpts": 443}
+
+// primaryPeer tells whether a connection's peer is target's server, so
+// that the stall watch reads the primary output's connection and not a
+// restream's. A host name is resolved once, when first asked; if that
+// fails, the port alone decides.
+func primaryPeer(target string) func(netip.AddrPort) bool {
+	u, err := url.Parse(target)
+	port, tcp := defaultPorts[Scheme(target)]
+	if err != nil || u.Host == "" || !tcp {
+		return func(netip.AddrPort) bool { return false } // no TCP connection of its own
+	}
+	if p, err := strconv.ParseUint(u.Port(), 10, 16); err == nil {
+		port = uint16(p)
+	}
+	host := u.Hostname()
+	var addrs []netip.Addr
+	resolved := false
+	return func(peer netip.AddrPort) bool {
+		if peer.Port() != port {
+			return false
+		}
+		if !resolved {
+			resolved = true
+			if a, err := netip.ParseAddr(host); err == nil {
+				addrs = []netip.Addr{a}
+			} else {
+				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				addrs, _ = net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+				cancel()
+			}
+		}
+		if len(addrs) == 0 {
+			return true
+		}
+		for _, a := range addrs {
+			if a.Unmap() == peer.Addr().Unmap() {
+				return true
+			}
+		}
+		return false
+	}
+}

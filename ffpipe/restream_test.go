@@ -1,0 +1,53 @@
+package ffpipe
+
+import (
+	"net/netip"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+// The lines Debian's ffmpeg 5.1 prints when a restream's server goes away
+// and comes back (measured with nginx-rtmp stopped for 5 s).
+func TestRestreamStates(t *testing.T) {
+	r := newRestreams([]string{"rtmp://b/live/x?k=SECRET", "srt://c:9000"})
+	hide := func(s string) string { return strings.ReplaceAll(s, "SECRET", "…") }
+	steps := []struct {
+		line string
+		want []OutputState
+	}{
+		{"[fifo @ 0x55e3cd656340] Recovery successful", []OutputState{{}, {}}}, // a fifo never seen down
+		{"[tcp @ 0x7fa8740012c0] [error] Connection to tcp://b:1935?tcp_nodelay=1 failed: Connection refused", []OutputState{{}, {}}},
+		{"[fifo @ 0x55e3cd656340] [error] Error opening rtmp://b/live/x?k=SECRET: Connection refused", []OutputState{{Down: true, Err: "Connection refused"}, {}}},
+		{"[fifo @ 0x55e3cd656340] [error] Recovery failed: Connection refused", []OutputState{{Down: true, Err: "Connection refused"}, {}}},
+		{"[fifo @ 0x55e3cd656999] [error] Error opening srt://c:9000: Input/output error", []OutputState{{Down: true, Err: "Connection refused"}, {Down: true, Err: "Input/output error"}}},
+		{"[fifo @ 0x55e3cd656340] [info] Recovery successful", []OutputState{{Recoveries: 1}, {Down: true, Err: "Input/output error"}}},
+	}
+	for i, s := range steps {
+		r.line(s.line, hide)
+		if !reflect.DeepEqual(r.state, s.want) {
+			t.Fatalf("after line %d %q: %+v, want %+v", i, s.line, r.state, s.want)
+		}
+	}
+}
+
+func TestPrimaryPeer(t *testing.T) {
+	ap := netip.MustParseAddrPort
+	for _, tc := range []struct {
+		target string
+		peer   string
+		want   bool
+	}{
+		{"rtmp://127.0.0.1:19601/live/x", "127.0.0.1:19601", true},
+		{"rtmp://127.0.0.1:19601/live/x", "127.0.0.1:19602", false},
+		{"rtmp://127.0.0.1/live/x", "127.0.0.1:1935", true},
+		{"rtmps://[::1]/live/x", "[::1]:443", true},
+		{"rtmps://[::1]/live/x", "127.0.0.1:443", false},
+		{"rtmp://localhost:19601/live/x", "127.0.0.1:19601", true},
+		{"srt://127.0.0.1:9000", "127.0.0.1:9000", false}, // not TCP: no default port, and SRT has no connection to read
+	} {
+		if got := primaryPeer(tc.target)(ap(tc.peer)); got != tc.want {
+			t.Errorf("primaryPeer(%q)(%s) = %v, want %v", tc.target, tc.peer, got, tc.want)
+		}
+	}
+}
