@@ -21,7 +21,6 @@ import (
 	"time"
 
 	"ffmpeg-publisher/ffpipe"
-	"ffmpeg-publisher/internal/redact"
 	"ffmpeg-publisher/metrics"
 	"ffmpeg-publisher/session"
 	"ffmpeg-publisher/transport"
@@ -81,6 +80,7 @@ type Config struct {
 	SeqWait         time.Duration
 	LegacyErrcode   int
 	TLSCA           string
+	Outputs         outputList
 }
 
 // parseConfig reads flags, then fills every flag not given on the command
@@ -119,6 +119,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.DurationVar(&c.StallTimeout, "stall-timeout", session.DefaultStallTimeout, "restart ffmpeg when its output stops advancing this long while audio arrives")
 	fs.DurationVar(&c.GapFill, "gap-fill", time.Second, "feed silence after this long without client audio, keeping the publish alive; 0 turns it off")
 	fs.StringVar(&c.Buffer, "buffer", "10s", "audio held per stream while its ffmpeg restarts: a duration (10s) or a size (512KiB, 1MiB)")
+	fs.Var(&c.Outputs, "output", "output URL template, {id} replaced (as -rtmp); repeat for restreams: the first is the primary, each other one gets the stream best-effort. Given, it replaces -rtmp. In the environment, separated by spaces")
 	fs.StringVar(&c.TLSCA, "tls-ca", "", "PEM file of the CAs that rtmps:// servers' certificates are checked against (a private CA); empty: the system's")
 	fs.DurationVar(&c.SeqWait, "seq-wait", session.DefaultSeqWait, "how long a numbered /base64 chunk (seq=) waits for a missing predecessor")
 	fs.DurationVar(&c.HeaderTimeout, "header-timeout", 10*time.Second, "time for a client to send its request headers (against slowloris)")
@@ -315,6 +316,7 @@ func serveUntil(ctx, hurry context.Context, cfg Config, ln net.Listener, log *lo
 			TLSCA:        cfg.TLSCA,
 		},
 		RTMPBase:     cfg.RTMP,
+		Route:        cfg.Outputs.route(),
 		IdleTimeout:  cfg.IdleTimeout,
 		MaxSessions:  cfg.MaxSessions,
 		StallTimeout: cfg.StallTimeout,
@@ -362,7 +364,7 @@ func serveUntil(ctx, hurry context.Context, cfg Config, ln net.Listener, log *lo
 		ErrorLog:          nil,
 	}
 	log.WithFields(logrus.Fields{
-		"listen": ln.Addr().String(), "rtmp": redact.URL(session.Target(cfg.RTMP, "{id}"), "{id}"), "ffmpeg": ffmpegPath, "version": version,
+		"listen": ln.Addr().String(), "outputs": cfg.Outputs.shown(cfg.RTMP), "ffmpeg": ffmpegPath, "version": version,
 	}).Info("ffmpeg-publisher listening")
 
 	serveErr := make(chan error, 1)

@@ -65,6 +65,80 @@ func TestSRTOutput(t *testing.T) {
 	}
 }
 
+// Two outputs: the stream arrives at both nginx-rtmp instances; the
+// restream's server is stopped for 5 s mid-stream: the primary keeps its
+// one publish with no hole, /streams shows the restream down, then
+// publishing again once its server is back, and never its key. About 14 s.
+func TestRestreamOutputDown(t *testing.T) {
+	t.Parallel()
+	rtmptest.Require(t, "ffmpeg", "ffprobe", "nginx")
+	primary, restream := rtmptest.Start(t), rtmptest.Start(t)
+	p := startPublisher(t, "", func(c *Config) {
+		c.AdminKey = "admin"
+		c.Outputs = outputList{primary.URL + "/{id}", restream.URL + "/{id}?key=RESTREAMKEY"}
+	})
+	audio := rtmptest.MP3(t, 14, 16000, 1, "32k", true)
+	var stoppedAt, downAt, backAt, againAt time.Time
+	var stopIn <-chan time.Time
+	var leaked string
+	wsStream(t, p, "two", audio, func(i int) {
+		info, _ := p.streamInfo(t, "two")
+		outs := info.Outputs.List()
+		if strings.Contains(string(info.Outputs), "RESTREAMKEY") {
+			leaked = string(info.Outputs)
+		}
+		switch {
+		case stoppedAt.IsZero() && stopIn == nil && len(outs) == 2 && outs[1].State == session.OutputPublishing:
+			stopIn = time.After(2 * time.Second) // 2 s of audio at both first
+		case stoppedAt.IsZero() && stopIn != nil:
+			select {
+			case <-stopIn:
+				go restream.Stop()
+				stoppedAt = time.Now()
+			default:
+			}
+		case downAt.IsZero() && len(outs) == 2 && outs[1].State == session.OutputDown:
+			downAt = time.Now()
+			if info.FFmpeg != "publishing" || outs[0].State != session.OutputPublishing {
+				t.Errorf("with the restream down: ffmpeg %s, primary %s", info.FFmpeg, outs[0].State)
+			}
+		case !downAt.IsZero() && backAt.IsZero() && time.Since(stoppedAt) >= 5*time.Second:
+			backAt = time.Now()
+			go restream.Restart(t)
+		case !backAt.IsZero() && againAt.IsZero() && len(outs) == 2 && outs[1].State == session.OutputPublishing:
+			againAt = time.Now()
+			if outs[1].Recoveries != 1 {
+				t.Errorf("restream recovered %d times, want 1", outs[1].Recoveries)
+			}
+		}
+	})
+	if leaked != "" {
+		t.Errorf("/streams shows the restream's key: %s", leaked)
+	}
+	if downAt.IsZero() || againAt.IsZero() {
+		t.Fatalf("restream stopped at %v: seen down at %v, back at %v, publishing again at %v", stoppedAt, downAt, backAt, againAt)
+	}
+	t.Logf("restream seen down %s after its server stopped; publishing again %s after it was back", downAt.Sub(stoppedAt).Round(time.Millisecond), againAt.Sub(backAt).Round(time.Millisecond))
+
+	rec := primary.WaitRecorded(t, "two", 1)
+	silence := p.silence(t, "two")
+	sent := (session.MP3Duration(audio) + silence).Seconds()
+	if n := primary.PublishCount("two"); n != 1 || rec.Files != 1 {
+		t.Errorf("primary: %d publishes, %d files, want 1", n, rec.Files)
+	}
+	if rec.Duration < sent*0.95 || rec.Duration > sent*1.05 {
+		t.Errorf("primary recorded %.3f s of %.3f s", rec.Duration, sent)
+	}
+	if gap := rtmptest.MaxPTSGap(t, primary.Recordings("two")[0]); gap > 0.1 {
+		t.Errorf("primary: a %.3f s hole while the restream was down", gap)
+	}
+	again := restream.WaitRecorded(t, "two", 2)
+	if again.Files != 2 || again.Each[1] < 1 {
+		t.Errorf("restream: %+v, want a second publish with audio after its return", again)
+	}
+	t.Logf("primary: %.3f s in one publish of %.3f s sent; restream: %v s in %d publishes", rec.Duration, sent, again.Each, again.Files)
+}
+
 // srtListener is an ffmpeg taking one SRT publish and copying it to a file.
 type srtListener struct {
 	url, file, logFile string

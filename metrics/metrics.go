@@ -33,6 +33,7 @@ type Metrics struct {
 	responses       *prometheus.CounterVec
 	ackLatency      prometheus.Histogram
 	stdinWrite      prometheus.Histogram
+	outputs         outputMetrics
 }
 
 // latencyBuckets: 100 µs to about 3 s, doubling.
@@ -87,6 +88,7 @@ func New() *Metrics {
 	m.reg.MustRegister(m.sessionsLive, m.sessionsStarted, m.sessionsEnded, m.bytesIn, m.audioIn,
 		m.ffmpegStarts, m.ffmpegRestarts, m.buffered, m.dropped, m.ffmpegExits, m.responses, m.ackLatency, m.stdinWrite,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.outputs = newOutputMetrics(m.reg)
 	// Known label values start at zero, so rate() and alerts work before
 	// the first event.
 	for _, c := range []session.Cause{session.CauseIdle, session.CauseClient, session.CauseDeleted,

@@ -105,6 +105,7 @@ type Session struct {
 	// stoppedOutside: the last ffmpeg to exit was stopped by a signal
 	// from outside, and none was started since (see outside.go).
 	stoppedOutside bool
+	outputs        []string // primary first, fixed at the first ffmpeg (see outputs.go)
 }
 
 func newSession(id string, cfg Config, log *logrus.Entry, draining *atomic.Bool) *Session {
@@ -159,6 +160,7 @@ func (s *Session) infoLocked() Info {
 	if s.err != nil {
 		info.LastError = s.err.Error()
 	}
+	info.Outputs = s.outputStatesLocked()
 	return info
 }
 
@@ -221,6 +223,7 @@ func (s *Session) run(remove func()) {
 	defer wake.Stop()
 	nextCheck := time.Now().Add(checkEvery)
 	var st stallWatch
+	var ow outputWatch
 	for ended := false; !ended; {
 		select {
 		case <-s.endReq:
@@ -228,6 +231,7 @@ func (s *Session) run(remove func()) {
 		case now := <-wake.C:
 			if !now.Before(nextCheck) {
 				s.checkStall(&st, now)
+				s.checkOutputs(&ow)
 				s.checkDrained(now)
 				s.tryObserveProgress()
 				nextCheck = now.Add(checkEvery)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -35,7 +36,12 @@ func backoff(failures int) time.Duration {
 func (s *Session) startAttempt() error {
 	start := s.slog.resumeAt()
 	fc := s.cfg.FFmpeg
-	fc.Target = Target(s.cfg.RTMPBase, s.id)
+	s.mu.Lock()
+	if s.outputs == nil {
+		s.outputs = s.cfg.OutputsFor(s.id)
+	}
+	fc.Target, fc.Also = s.outputs[0], s.outputs[1:]
+	s.mu.Unlock()
 	fc.LiveID = s.id
 	if in := s.scan.input(); in != "" {
 		fc.InputFormat = in // MP3 goes in FLV tags: see flvFramer
@@ -64,7 +70,11 @@ func (s *Session) startAttempt() error {
 	s.ffstate = "starting"
 	s.mu.Unlock()
 	if first {
-		s.log.WithFields(logrus.Fields{"pid": proc.Pid(), "target": redact.URL(fc.Target, s.id)}).Info("session started")
+		l := s.log.WithFields(logrus.Fields{"pid": proc.Pid(), "target": redact.URL(fc.Target, s.id)})
+		for i, u := range fc.Also {
+			l = l.WithField("output"+strconv.Itoa(i+1), redact.URL(u, s.id))
+		}
+		l.Info("session started")
 	} else {
 		s.cfg.Observer.FFmpegRestarted()
 		if replay := s.slog.confirmed - start; s.slog.confirmed < s.slog.end() {

@@ -39,10 +39,14 @@ var idPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 func ValidID(id string) bool { return idPattern.MatchString(id) }
 
 // Target returns the output URL for id: base with "{id}" replaced, or
-// base + "/" + id.
+// base + "/" + id; an srt:// base without "{id}" as it is (SRT names a
+// stream in its query: streamid={id}).
 func Target(base, id string) string {
 	if strings.Contains(base, "{id}") {
 		return strings.ReplaceAll(base, "{id}", id)
+	}
+	if ffpipe.Scheme(base) == "srt" {
+		return base
 	}
 	return strings.TrimRight(base, "/") + "/" + id
 }
@@ -71,6 +75,9 @@ type Config struct {
 	FFmpeg ffpipe.Config
 	// RTMPBase is the RTMP URL that Target builds on.
 	RTMPBase string
+	// Route gives a live ID's output URLs, primary first (see
+	// OutputsFor); nil, or none for an ID, means RTMPBase's.
+	Route func(id string) []string
 	// IdleTimeout ends a session without data; 0 means 30s.
 	IdleTimeout time.Duration
 	// MaxSessions caps live sessions; 0 means no cap.
@@ -189,6 +196,7 @@ type Info struct {
 	Transport string        `json:"transport,omitempty"` // of the latest write
 	Remote    string        `json:"remote,omitempty"`    // of the latest write
 	LastError string        `json:"last_error,omitempty"`
+	Outputs   OutputStates  `json:"outputs"` // each output's state, primary first
 	EndReason string        `json:"end_reason,omitempty"`
 	Cause     Cause         `json:"-"`
 }

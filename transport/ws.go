@@ -373,7 +373,7 @@ func (c *wsConn) writeLoop() {
 			last = info
 			if !write(map[string]any{"type": "status", "id": c.id, "state": info.State,
 				"ffmpeg": info.FFmpeg, "pid": info.PID, "bytes": info.Bytes, "seconds": info.Seconds,
-				"restarts": info.Restarts, "last_error": info.LastError, "upstream": info.Upstream}) {
+				"restarts": info.Restarts, "last_error": info.LastError, "upstream": info.Upstream, "outputs": info.Outputs}) {
 				return
 			}
 		}

@@ -1,0 +1,157 @@
+package session
+
+import (
+	"encoding/json"
+
+	"ffmpeg-publisher/ffpipe"
+	"ffmpeg-publisher/internal/redact"
+
+	"github.com/sirupsen/logrus"
+)
+
+// A stream's outputs: the first is the primary, which carries the delivery
+// promise (its progress confirms the log; its failure restarts ffmpeg and
+// every output with it); the others are restreams, which ffmpeg feeds
+// best-effort and reopens by itself when they fail (see ffpipe.Config.Also).
+// A session takes its outputs once, at its first ffmpeg: a routing change
+// applies to streams that start after it.
+
+// OutputsFor returns id's output URLs, primary first: Route's when it has
+// any, else RTMPBase with the ID in it. This is the one place that decides
+// where a stream goes.
+func (c Config) OutputsFor(id string) []string {
+	if c.Route != nil {
+		if outs := c.Route(id); len(outs) > 0 {
+			return outs
+		}
+	}
+	return []string{Target(c.RTMPBase, id)}
+}
+
+// OutputInfo is one output's state in Info.
+type OutputInfo struct {
+	Index      int    `json:"index"`
+	URL        string `json:"url"`   // redacted
+	State      string `json:"state"` // waiting, publishing, down
+	Error      string `json:"error,omitempty"`
+	Recoveries int    `json:"recoveries,omitempty"` // times it was reopened after failing
+}
+
+// Output states.
+const (
+	OutputWaiting    = "waiting" // no ffmpeg publishing now
+	OutputPublishing = "publishing"
+	OutputDown       = "down" // failed; ffmpeg tries it again
+)
+
+// OutputStates is the outputs as a JSON array, held as text so that Info
+// stays comparable (status messages are sent when it changes).
+type OutputStates string
+
+// MarshalJSON writes the array itself.
+func (o OutputStates) MarshalJSON() ([]byte, error) {
+	if o == "" {
+		return []byte("[]"), nil
+	}
+	return []byte(o), nil
+}
+
+// UnmarshalJSON keeps the array as text.
+func (o *OutputStates) UnmarshalJSON(b []byte) error {
+	*o = OutputStates(b)
+	return nil
+}
+
+// List decodes the states.
+func (o OutputStates) List() []OutputInfo {
+	var l []OutputInfo
+	json.Unmarshal([]byte(o), &l)
+	return l
+}
+
+// OutputObserver is told when a restream fails or publishes again, by its
+// index (never its URL, which may hold a key). An Observer that implements
+// it is called; calls must not block.
+type OutputObserver interface {
+	OutputDown(index int)
+	OutputRecovered(index int)
+}
+
+// outputWatch is run's memory of the restreams' states, to log and count
+// their changes. The zero value is ready.
+type outputWatch struct {
+	proc *ffpipe.Proc
+	last []ffpipe.OutputState
+}
+
+// checkOutputs logs and counts what changed in the running ffmpeg's
+// restreams since the last look.
+func (s *Session) checkOutputs(w *outputWatch) {
+	s.mu.Lock()
+	p := s.running
+	s.mu.Unlock()
+	if p == nil || len(s.outputsNow()) < 2 {
+		return
+	}
+	if p != w.proc {
+		*w = outputWatch{proc: p}
+	}
+	now := p.Outputs()
+	obs, _ := s.cfg.Observer.(OutputObserver)
+	for i := 1; i < len(now); i++ {
+		var was ffpipe.OutputState
+		if i < len(w.last) {
+			was = w.last[i]
+		}
+		l := s.log.WithFields(logrus.Fields{"output": i})
+		switch {
+		case now[i].Down && !was.Down:
+			l.WithField("error", now[i].Err).Warn("output failed; ffmpeg retries it, the other outputs go on")
+			if obs != nil {
+				obs.OutputDown(i)
+			}
+		case now[i].Recoveries > was.Recoveries:
+			l.Info("output publishes again")
+			if obs != nil {
+				obs.OutputRecovered(i)
+			}
+		}
+	}
+	w.last = now
+}
+
+// outputsNow returns the session's outputs, fixed at its first ffmpeg.
+func (s *Session) outputsNow() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.outputs
+}
+
+// outputStatesLocked describes each output for Info. Must hold mu.
+func (s *Session) outputStatesLocked() OutputStates {
+	if len(s.outputs) == 0 {
+		return ""
+	}
+	var states []ffpipe.OutputState
+	publishing := s.running != nil && s.ffstate == "publishing"
+	if publishing {
+		states = s.running.Outputs()
+	}
+	list := make([]OutputInfo, len(s.outputs))
+	for i, u := range s.outputs {
+		o := OutputInfo{Index: i, URL: redact.URL(u, s.id), State: OutputWaiting}
+		if publishing && i < len(states) {
+			o.State = OutputPublishing
+			if states[i].Down {
+				o.State, o.Error = OutputDown, states[i].Err
+			}
+			o.Recoveries = states[i].Recoveries
+		}
+		list[i] = o
+	}
+	b, err := json.Marshal(list)
+	if err != nil {
+		return OutputStates("[]")
+	}
+	return OutputStates(b)
+}
