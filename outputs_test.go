@@ -3,10 +3,12 @@ package main
 import (
 	"encoding/base64"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"syscall"
 	"testing"
@@ -217,4 +219,30 @@ func udpBound(port int) bool {
 		}
 	}
 	return false
+}
+
+func TestOutputFlag(t *testing.T) {
+	none := func(string) string { return "" }
+	c, err := parseConfig([]string{"-output", "rtmp://a/live/{id}", "-output", "srt://b:9000?streamid={id}"}, none, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Outputs.route()("x"); !reflect.DeepEqual(got, []string{"rtmp://a/live/x", "srt://b:9000?streamid=x"}) {
+		t.Errorf("outputs for x: %q", got)
+	}
+	c, err = parseConfig(nil, func(k string) string {
+		if k == "PUBLISHER_OUTPUT" {
+			return "rtmp://a/live rtmps://b/app/{id}?k=1"
+		}
+		return ""
+	}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.Outputs.route()("y"); !reflect.DeepEqual(got, []string{"rtmp://a/live/y", "rtmps://b/app/y?k=1"}) {
+		t.Errorf("outputs from the environment: %q", got)
+	}
+	if c, _ := parseConfig(nil, none, io.Discard); c.Outputs.route() != nil {
+		t.Error("without -output, -rtmp decides")
+	}
 }
