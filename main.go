@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -21,6 +22,7 @@ import (
 	"time"
 
 	"ffmpeg-publisher/ffpipe"
+	"ffmpeg-publisher/hooks"
 	"ffmpeg-publisher/metrics"
 	"ffmpeg-publisher/session"
 	"ffmpeg-publisher/transport"
@@ -81,6 +83,14 @@ type Config struct {
 	LegacyErrcode   int
 	TLSCA           string
 	Outputs         outputList
+	OnPublish       string
+	OnUpdate        string
+	OnDone          string
+	HookTimeout     time.Duration
+	HookInterval    time.Duration
+	HookFail        string
+	HookSecret      string
+	HookOnly        bool
 }
 
 // parseConfig reads flags, then fills every flag not given on the command
@@ -125,6 +135,14 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.DurationVar(&c.HeaderTimeout, "header-timeout", 10*time.Second, "time for a client to send its request headers (against slowloris)")
 	fs.IntVar(&c.LegacyErrcode, "legacy-success-errcode", 0, "errcode of a successful /base64 reply: 0 as documented, or 200 as the old server answered, for clients that test errcode === 200")
 	fs.DurationVar(&c.DrainDelay, "drain-delay", 0, "on SIGTERM, report not ready and keep serving this long before closing streams")
+	fs.StringVar(&c.OnPublish, "on-publish", "", "URL the server POSTs to before a stream starts: a 2xx allows it, anything else refuses it")
+	fs.StringVar(&c.OnUpdate, "on-update", "", "URL the server POSTs each live stream's figures to every -hook-interval: a non-2xx answer ends the stream")
+	fs.StringVar(&c.OnDone, "on-done", "", "URL the server POSTs each stream's final figures to when it ends (retried)")
+	fs.DurationVar(&c.HookTimeout, "hook-timeout", hooks.DefaultTimeout, "time a hook has to answer")
+	fs.DurationVar(&c.HookInterval, "hook-interval", hooks.DefaultInterval, "time between on_update calls of a stream")
+	fs.StringVar(&c.HookFail, "hook-fail", "closed", `when on_publish does not answer: "closed" refuses the stream (503), "open" lets it start`)
+	fs.StringVar(&c.HookSecret, "hook-secret", "", "secret that signs every hook call (X-Publisher-Signature); empty sends them unsigned")
+	fs.BoolVar(&c.HookOnly, "hook-only", false, "with -on-publish, the hook alone decides who publishes: keys and tokens are not checked")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -172,6 +190,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 		if _, err := os.Stat(c.TLSCA); err != nil {
 			return c, fmt.Errorf("-tls-ca: %w", err)
 		}
+	}
+	if err := checkHooks(c); err != nil {
+		return c, err
 	}
 	if _, err := origins(c); err != nil {
 		return c, err
@@ -296,17 +317,31 @@ func serveUntil(ctx, hurry context.Context, cfg Config, ln net.Listener, log *lo
 	if err != nil {
 		return fmt.Errorf("ffmpeg not found (-ffmpeg %q): %w", cfg.FFmpeg, err)
 	}
-	if cfg.Key == "testkey" {
+	if cfg.HookOnly {
+		log.Info("-hook-only: the on_publish hook alone decides who publishes")
+	} else if cfg.Key == "testkey" {
 		log.Warn("using the default key \"testkey\": set -key or PUBLISHER_KEY")
 	} else if cfg.Key == "" {
 		log.Warn("-key is empty: anyone can publish")
 	}
 	bufBytes, bufAudio, _ := parseBuffer(cfg.Buffer)
+	ready := newFFmpegCheck(ffmpegPath)
+	if err := ready.check(); err != nil {
+		return err
+	}
 	mets := metrics.New()
+	hks := newHooks(cfg, mets, log)
+	var watcher session.Watcher // not a nil *hooks.Hooks in an interface
+	var publishHook transport.PublishHook
+	if hks != nil {
+		watcher, publishHook = hks, hks
+		defer hks.Close(context.Background()) // a no-op after the shutdown's Close; stops the worker if serving failed
+	}
 	launcher := ffpipe.NewLauncher(cfg.MaxStarting)
 	defer launcher.Close() // after reg.Close: every ffmpeg has ended
 	reg := session.NewRegistry(session.Config{
 		Observer: mets,
+		Watcher:  watcher,
 		FFmpeg: ffpipe.Config{
 			Binary:       ffmpegPath,
 			AudioCodec:   cfg.AudioCodec,
@@ -327,14 +362,12 @@ func serveUntil(ctx, hurry context.Context, cfg Config, ln net.Listener, log *lo
 	}, log)
 	allowedOrigins, _ := origins(cfg)
 	proxies, _ := transport.ParseCIDRs(cfg.TrustedProxies)
-	ready := newFFmpegCheck(ffmpegPath)
-	if err := ready.check(); err != nil {
-		return err
-	}
 	if cfg.TokenSecret != "" && len(cfg.TokenSecret) < 16 {
 		log.Warn("-token-secret is short: use at least 32 random characters")
 	}
 	api := transport.New(transport.Config{
+		Hooks:          publishHook,
+		HookOnly:       cfg.HookOnly,
 		Key:            cfg.Key,
 		TokenSecret:    []byte(cfg.TokenSecret),
 		AdminKey:       cfg.AdminKey,
@@ -404,6 +437,11 @@ func serveUntil(ctx, hurry context.Context, cfg Config, ln net.Listener, log *lo
 	go func() { api.Shutdown(graceCtx); close(wsDone) }()
 	if err := reg.Close(graceCtx); err != nil {
 		log.WithError(err).Warn("grace period over: remaining ffmpeg processes were killed")
+	}
+	if hks != nil {
+		flushCtx, cancelFlush := context.WithTimeout(hurry, hooksFlush)
+		hks.Close(flushCtx) // every stream has ended: its on_done is queued
+		cancelFlush()
 	}
 	<-wsDone
 	if err := <-httpDone; err != nil {
@@ -501,4 +539,44 @@ func parseBuffer(v string) (bytes int, audio time.Duration, err error) {
 		return 0, 0, fmt.Errorf("-buffer %q: at most %d MiB per stream", v, maxBufferBytes>>20)
 	}
 	return n * mult, 0, nil
+}
+
+// hooksFlush bounds how long shutdown waits for on_done notifications still
+// queued; it fits in the margin the shipped unit's TimeoutStopSec leaves.
+const hooksFlush = 3 * time.Second
+
+// checkHooks validates the hook flags.
+func checkHooks(c Config) error {
+	for _, h := range []struct{ flag, url string }{{"-on-publish", c.OnPublish}, {"-on-update", c.OnUpdate}, {"-on-done", c.OnDone}} {
+		if h.url == "" {
+			continue
+		}
+		if u, err := url.Parse(h.url); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("%s must be an http:// or https:// URL", h.flag)
+		}
+	}
+	switch {
+	case c.HookFail != "open" && c.HookFail != "closed":
+		return fmt.Errorf("-hook-fail must be open or closed, not %q", c.HookFail)
+	case c.HookTimeout <= 0 || c.HookInterval <= 0:
+		return errors.New("-hook-timeout and -hook-interval must be positive")
+	case c.HookOnly && c.OnPublish == "":
+		return errors.New("-hook-only needs -on-publish: without it anyone could publish")
+	}
+	return nil
+}
+
+// newHooks returns the hooks the flags ask for, or nil when none is set.
+func newHooks(c Config, mets *metrics.Metrics, log *logrus.Entry) *hooks.Hooks {
+	if c.OnPublish == "" && c.OnUpdate == "" && c.OnDone == "" {
+		return nil
+	}
+	if c.HookSecret == "" {
+		log.Warn("hook calls are not signed: set -hook-secret so the application can verify them")
+	}
+	return hooks.New(hooks.Config{
+		OnPublish: c.OnPublish, OnUpdate: c.OnUpdate, OnDone: c.OnDone,
+		Timeout: c.HookTimeout, Interval: c.HookInterval, Secret: []byte(c.HookSecret),
+		FailOpen: c.HookFail == "open", RevokedFor: c.IdleTimeout, Observer: mets,
+	}, log)
 }

@@ -34,6 +34,10 @@ type Metrics struct {
 	ackLatency      prometheus.Histogram
 	stdinWrite      prometheus.Histogram
 	outputs         outputMetrics
+	hookCalls       *prometheus.CounterVec
+	hookFailures    *prometheus.CounterVec
+	hookLatency     *prometheus.HistogramVec
+	hookDropped     *prometheus.CounterVec
 }
 
 // latencyBuckets: 100 µs to about 3 s, doubling.
@@ -84,7 +88,21 @@ func New() *Metrics {
 			Name: "publisher_stdin_write_seconds", Help: "Time to write one chunk into ffmpeg's stdin.",
 			Buckets: latencyBuckets,
 		}),
+		hookCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "publisher_hook_calls_total", Help: "Calls to the HTTP hooks, by hook (on_publish, on_update, on_done), retries included.",
+		}, []string{"hook"}),
+		hookFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "publisher_hook_failures_total", Help: "Hook calls that got no answer (timeout, unreachable) or a 5xx, by hook.",
+		}, []string{"hook"}),
+		hookLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "publisher_hook_latency_seconds", Help: "Time from a hook call to its answer (or its failure), by hook.",
+			Buckets: latencyBuckets,
+		}, []string{"hook"}),
+		hookDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "publisher_hook_dropped_total", Help: "Notifications given up, by hook and cause (overflow: the queue was full; expired: retried too long; shutdown).",
+		}, []string{"hook", "cause"}),
 	}
+	m.reg.MustRegister(m.hookCalls, m.hookFailures, m.hookLatency, m.hookDropped)
 	m.reg.MustRegister(m.sessionsLive, m.sessionsStarted, m.sessionsEnded, m.bytesIn, m.audioIn,
 		m.ffmpegStarts, m.ffmpegRestarts, m.buffered, m.dropped, m.ffmpegExits, m.responses, m.ackLatency, m.stdinWrite,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -92,7 +110,7 @@ func New() *Metrics {
 	// Known label values start at zero, so rate() and alerts work before
 	// the first event.
 	for _, c := range []session.Cause{session.CauseIdle, session.CauseClient, session.CauseDeleted,
-		session.CauseFFmpeg, session.CauseNotMP3, session.CauseShutdown} {
+		session.CauseFFmpeg, session.CauseNotMP3, session.CauseShutdown, session.CauseRevoked} {
 		m.sessionsEnded.WithLabelValues(string(c))
 	}
 	for _, t := range []string{"base64", "websocket", "upload"} {
@@ -104,6 +122,10 @@ func New() *Metrics {
 	}
 	for _, c := range []string{session.DropUpstream, session.DropShutdown, session.DropNeverPublished} {
 		m.dropped.WithLabelValues(c)
+	}
+	for _, h := range []string{"on_publish", "on_update", "on_done"} {
+		m.hookCalls.WithLabelValues(h)
+		m.hookFailures.WithLabelValues(h)
 	}
 	return m
 }
@@ -161,6 +183,18 @@ func (m *Metrics) Accepted(transport string, bytes int, audio time.Duration) {
 	m.bytesIn.WithLabelValues(transport).Add(float64(bytes))
 	m.audioIn.WithLabelValues(transport).Add(audio.Seconds())
 }
+
+// hooks.Observer
+
+func (m *Metrics) HookCalled(hook string, took time.Duration, answered bool) {
+	m.hookCalls.WithLabelValues(hook).Inc()
+	if !answered {
+		m.hookFailures.WithLabelValues(hook).Inc()
+	}
+	m.hookLatency.WithLabelValues(hook).Observe(took.Seconds())
+}
+
+func (m *Metrics) HookDropped(hook, cause string) { m.hookDropped.WithLabelValues(hook, cause).Inc() }
 
 // transport.HTTPObserver
 

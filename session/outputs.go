@@ -2,6 +2,7 @@ package session
 
 import (
 	"encoding/json"
+	"strings"
 
 	"ffmpeg-publisher/ffpipe"
 	"ffmpeg-publisher/internal/redact"
@@ -20,6 +21,10 @@ import (
 // any, else RTMPBase with the ID in it. This is the one place that decides
 // where a stream goes.
 func (c Config) OutputsFor(id string) []string {
+	id = c.streamName(id)
+	if c.Output != "" {
+		return []string{strings.ReplaceAll(c.Output, "{id}", id)}
+	}
 	if c.Route != nil {
 		if outs := c.Route(id); len(outs) > 0 {
 			return outs
@@ -139,7 +144,7 @@ func (s *Session) outputStatesLocked() OutputStates {
 	}
 	list := make([]OutputInfo, len(s.outputs))
 	for i, u := range s.outputs {
-		o := OutputInfo{Index: i, URL: redact.URL(u, s.id), State: OutputWaiting}
+		o := OutputInfo{Index: i, URL: redact.URL(u, s.cfg.redactID(s.id)), State: OutputWaiting}
 		if publishing && i < len(states) {
 			o.State = OutputPublishing
 			if states[i].Down {

@@ -101,6 +101,9 @@ type Source struct {
 	Format string
 	// Rate and Channels describe PCM (see CheckPCM); 0 for other formats.
 	Rate, Channels int
+	// Overrides apply to the session this writer starts, if it starts
+	// one (an on_publish answer); nil changes nothing.
+	Overrides *Overrides
 }
 
 // Write appends one chunk (a legacy POST) to id's stream, creating the
@@ -181,7 +184,8 @@ func (r *Registry) writeTo(ctx context.Context, id string, src Source, p []byte,
 	}
 }
 
-// acquire returns id's session for src's format, creating it if needed.
+// acquire returns id's session for src's format, creating it with src's
+// overrides if needed.
 func (r *Registry) acquire(id string, pub *Publisher, src Source) (*Session, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -212,7 +216,7 @@ func (r *Registry) acquire(id string, pub *Publisher, src Source) (*Session, err
 	if r.cfg.MaxSessions > 0 && len(r.running) >= r.cfg.MaxSessions {
 		return nil, ErrAtCapacity
 	}
-	s := newSession(id, cfg, r.log, &r.draining)
+	s := newSession(id, src.Overrides.apply(cfg), r.log, &r.draining)
 	r.sessions[id] = s
 	r.ended.forget(id)
 	r.cfg.Observer.SessionStarted()
@@ -220,8 +224,12 @@ func (r *Registry) acquire(id string, pub *Publisher, src Source) (*Session, err
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
+		st := Stream{r: r, s: s}
+		r.cfg.Watcher.StreamStarted(st)
 		s.run(func() { r.remove(s) })
-		r.cfg.Observer.SessionEnded(s.Info().Cause)
+		final := s.Info()
+		r.cfg.Observer.SessionEnded(final.Cause)
+		r.cfg.Watcher.StreamEnded(st, final)
 		r.mu.Lock()
 		delete(r.running, s)
 		r.mu.Unlock()
@@ -303,9 +311,11 @@ type Publisher struct {
 	id  string
 	src Source
 
-	// kicked is closed by Kick (under the registry's mu): the operator
-	// removed this publisher.
+	// kicked is closed by Kick or Stream.Revoke (under the registry's
+	// mu): the operator or the application removed this publisher. why
+	// is set before, nil for the operator.
 	kicked chan struct{}
+	why    error
 
 	mu   sync.Mutex // guards last
 	last *Session   // the session this publisher last wrote to
@@ -318,6 +328,15 @@ func (p *Publisher) Kicked() <-chan struct{} {
 		return nil
 	}
 	return p.kicked
+}
+
+// KickReason is what the connection is told once Kicked is closed:
+// ErrKicked, or the application's reason (Stream.Revoke).
+func (p *Publisher) KickReason() error {
+	if p.why != nil {
+		return p.why
+	}
+	return ErrKicked
 }
 
 // Attach claims id for one connection. src describes it in logs and in

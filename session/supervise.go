@@ -42,7 +42,7 @@ func (s *Session) startAttempt() error {
 	}
 	fc.Target, fc.Also = s.outputs[0], s.outputs[1:]
 	s.mu.Unlock()
-	fc.LiveID = s.id
+	fc.LiveID = s.cfg.redactID(s.id)
 	if in := s.scan.input(); in != "" {
 		fc.InputFormat = in // MP3 goes in FLV tags: see flvFramer
 	}
@@ -70,9 +70,9 @@ func (s *Session) startAttempt() error {
 	s.ffstate = "starting"
 	s.mu.Unlock()
 	if first {
-		l := s.log.WithFields(logrus.Fields{"pid": proc.Pid(), "target": redact.URL(fc.Target, s.id)})
+		l := s.log.WithFields(logrus.Fields{"pid": proc.Pid(), "target": redact.URL(fc.Target, fc.LiveID)})
 		for i, u := range fc.Also {
-			l = l.WithField("output"+strconv.Itoa(i+1), redact.URL(u, s.id))
+			l = l.WithField("output"+strconv.Itoa(i+1), redact.URL(u, fc.LiveID))
 		}
 		l.Info("session started")
 	} else {

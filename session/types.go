@@ -107,6 +107,12 @@ type Config struct {
 	SeqWait time.Duration
 
 	aacSilence *aacSilence // the registry's, for AAC gap fill
+	// Watcher hears of each stream's start and end (the HTTP hooks);
+	// nil means nobody.
+	Watcher Watcher
+	// Output and Name are set per stream by its Overrides (see watch.go);
+	// "" means OutputsFor's usual choice.
+	Output, Name string
 }
 
 // Observer receives events from sessions. Calls come from many goroutines
@@ -150,6 +156,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Observer == nil {
 		c.Observer = nopObserver{}
+	}
+	if c.Watcher == nil {
+		c.Watcher = nopWatcher{}
 	}
 	if c.SeqWait <= 0 {
 		c.SeqWait = DefaultSeqWait

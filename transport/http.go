@@ -21,6 +21,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"ffmpeg-publisher/hooks"
 	"ffmpeg-publisher/session"
 
 	"github.com/sirupsen/logrus"
@@ -79,6 +80,12 @@ type Config struct {
 	// Status serves the status page under /status/ (its data comes from
 	// /streams, with the admin key); nil serves nothing.
 	Status http.Handler
+	// Hooks is the application's say over new streams (on_publish) and
+	// revoked ones; nil means none.
+	Hooks PublishHook
+	// HookOnly: with Hooks, on_publish alone decides; keys and tokens
+	// are not checked.
+	HookOnly bool
 }
 
 // Defaults for the zero values of Config.
@@ -233,7 +240,12 @@ func status(err error) (int, string) {
 		mbe *http.MaxBytesError
 		bde *bodyError
 	)
+	var ref *hooks.Refusal
 	switch {
+	case errors.As(err, &ref):
+		return ref.Status, ref.Message
+	case errors.Is(err, hooks.ErrUnavailable):
+		return http.StatusServiceUnavailable, err.Error()
 	case errors.As(err, &br):
 		return http.StatusBadRequest, br.msg
 	case errors.Is(err, errMethod):
@@ -302,9 +314,12 @@ func (s *Server) reply(w http.ResponseWriter, r *http.Request, code int, msg str
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error, extra map[string]any) {
 	code, msg := status(err)
 	var rl *rateLimited
+	var ref *hooks.Refusal
 	switch {
 	case errors.As(err, &rl):
 		w.Header().Set("Retry-After", strconv.Itoa(retrySeconds(rl.retryAfter)))
+	case errors.As(err, &ref) && ref.RetryAfter != "":
+		w.Header().Set("Retry-After", ref.RetryAfter)
 	case errors.Is(err, session.ErrBufferFull):
 		w.Header().Set("Retry-After", "1") // a restart takes a second or two
 	}
@@ -383,7 +398,8 @@ func (s *Server) handleBase64(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if err := s.admit(r, id); err != nil {
+	ov, err := s.admit(r, id, "base64", format)
+	if err != nil {
 		return err
 	}
 	http.NewResponseController(w).SetReadDeadline(time.Now().Add(s.cfg.BodyTimeout))
@@ -394,6 +410,7 @@ func (s *Server) handleBase64(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	src := format.source("base64", r.RemoteAddr)
+	src.Overrides = ov
 	end := q.Get("end") == "1"
 	if numbered == nil {
 		if _, err := s.reg.Write(r.Context(), id, src, buf.Bytes()); err != nil {
@@ -464,10 +481,13 @@ func (s *Server) handleLive(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if err := s.admit(r, id); err != nil {
+	ov, err := s.admit(r, id, "upload", format)
+	if err != nil {
 		return err
 	}
-	pub, err := s.reg.Attach(id, format.source("upload", r.RemoteAddr))
+	src := format.source("upload", r.RemoteAddr)
+	src.Overrides = ov
+	pub, err := s.reg.Attach(id, src)
 	if err != nil {
 		return err
 	}
@@ -484,7 +504,7 @@ func (s *Server) handleLive(w http.ResponseWriter, r *http.Request) error {
 	for {
 		rc.SetReadDeadline(time.Now().Add(s.cfg.BodyTimeout))
 		if isKicked(pub) { // after the deadline was set: a kick meanwhile is not lost
-			s.fail(w, r, session.ErrKicked, map[string]any{"id": id, "bytes": bytesIn, "seconds": audio.Seconds()})
+			s.fail(w, r, pub.KickReason(), map[string]any{"id": id, "bytes": bytesIn, "seconds": audio.Seconds()})
 			return nil
 		}
 		n, rerr := body.Read(buf)
@@ -503,7 +523,7 @@ func (s *Server) handleLive(w http.ResponseWriter, r *http.Request) error {
 		}
 		if rerr != nil {
 			if isKicked(pub) {
-				rerr = session.ErrKicked
+				rerr = pub.KickReason()
 			}
 			// The client went away or stalled: keep the session for a
 			// reconnect, and tell it what arrived if it still listens.
@@ -602,18 +622,6 @@ func (s *Server) limited(h func(http.ResponseWriter, *http.Request) error) func(
 		}
 		return h(w, r)
 	}
-}
-
-// admit lets a request publish to id: a valid ID, credentials for it, and
-// the client's rate of new streams.
-func (s *Server) admit(r *http.Request, id string) error {
-	if err := checkID(id); err != nil {
-		return err
-	}
-	if err := s.authorize(r, id); err != nil {
-		return err
-	}
-	return s.allowNewSession(r, id)
 }
 
 // allowNewSession applies the per-client rate of new sessions when the

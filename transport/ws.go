@@ -11,6 +11,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"ffmpeg-publisher/hooks"
 	"ffmpeg-publisher/session"
 
 	"github.com/gorilla/websocket"
@@ -41,8 +42,8 @@ func closeCode(err error) int {
 	switch {
 	case errors.Is(err, errNoID), errors.Is(err, session.ErrInvalidID), errors.Is(err, session.ErrBusy), errors.Is(err, session.ErrFormat):
 		return websocket.ClosePolicyViolation // 1008
-	case errors.As(err, new(*rateLimited)):
-		return websocket.CloseTryAgainLater // 1013
+	case errors.As(err, new(*rateLimited)), errors.As(err, new(*hooks.Refusal)), errors.Is(err, hooks.ErrUnavailable):
+		return websocket.CloseTryAgainLater // 1013: the hook said 429 or 503, or did not answer
 	case errors.Is(err, session.ErrNotMP3), errors.Is(err, session.ErrNotWebM), errors.Is(err, session.ErrNotAAC), errors.As(err, new(*badRequest)),
 		errors.As(err, new(*session.PCMError)):
 		return websocket.CloseUnsupportedData // 1003
@@ -118,12 +119,15 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) error {
 	// answer must find the ID free, not busy with its own old connection.
 	conn.SetCloseHandler(func(code int, _ string) error { c.peerClose = code; return nil })
 	format, err := queryFormat(r.URL.Query())
+	var ov *session.Overrides
 	if err == nil {
-		err = s.admit(r, id)
+		ov, err = s.admit(r, id, "websocket", format)
 	}
 	if err == nil {
 		c.log = c.log.WithField("id", id)
-		c.pub, err = s.reg.Attach(id, format.source("websocket", r.RemoteAddr))
+		src := format.source("websocket", r.RemoteAddr)
+		src.Overrides = ov
+		c.pub, err = s.reg.Attach(id, src)
 	}
 	go c.writeLoop()
 	defer c.endWriter(nil) // when the reader stops, so does the writer
@@ -350,7 +354,8 @@ func (c *wsConn) writeLoop() {
 			goodbye(websocket.CloseGoingAway, session.ErrShuttingDown.Error())
 			return
 		case <-c.pub.Kicked():
-			goodbye(websocket.ClosePolicyViolation, session.ErrKicked.Error())
+			_, msg := status(c.pub.KickReason())
+			goodbye(websocket.ClosePolicyViolation, msg)
 			return
 		case <-ping.C:
 			if c.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(wsWriteWait)) != nil {

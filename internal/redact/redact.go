@@ -17,6 +17,10 @@ import (
 // Hidden stands for what was removed.
 const Hidden = "…"
 
+// WholePath, given as the ID, hides the whole path and query: a URL set by
+// an application, whose path may be a key, shows its scheme and host only.
+const WholePath = "/"
+
 // minPiece is the shortest part of a secret that is hidden wherever it
 // appears alone; shorter parts are hidden only inside the URL, its path or
 // its query, so that a key "a=1" does not blank every "1" of a log line.
@@ -133,6 +137,9 @@ func splitAtID(pathQuery, id string) (keep, tail string) {
 	path := pathQuery
 	if i := strings.IndexAny(pathQuery, "?#"); i >= 0 {
 		path = pathQuery[:i]
+	}
+	if id == WholePath {
+		return "", pathQuery
 	}
 	end := -1
 	if id != "" {

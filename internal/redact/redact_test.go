@@ -20,6 +20,8 @@ func TestURL(t *testing.T) {
 		{"rtmp://h/live/{id}", "{id}", "rtmp://h/live/{id}"},           // nothing to hide
 		{"rtmp://h?x=1", "room1", "rtmp://h…"},                         // no path at all
 		{"/tmp/out.flv", "out", "/tmp/out.flv"},                        // a file
+		{"rtmp://u:p@cdn/live2/KEY?x=1", WholePath, "rtmp://…@cdn…"},   // an application's URL: no path
+		{"rtmp://cdn", WholePath, "rtmp://cdn"},                        // nothing to hide
 	} {
 		if got := URL(tc.target, tc.id); got != tc.want {
 			t.Errorf("URL(%q, %q) = %q, want %q", tc.target, tc.id, got, tc.want)
@@ -57,6 +59,11 @@ func TestLineHidesEveryFormFFmpegPrints(t *testing.T) {
 		{"rtmp://a.rtmp.youtube.com/live2/room1KEYSECRET", "room1", []string{"KEYSECRET"}, map[string]string{
 			"[rtmp @ 0x1] [debug] Proto = rtmp, path = /live2/room1KEYSECRET, app = live2, fname = room1KEYSECRET": "[rtmp @ 0x1] [debug] Proto = rtmp, path = /live2/room1…, app = live2, fname = room1…",
 			"[rtmp @ 0x1] [debug] Sending publish command for 'room1KEYSECRET'":                                    "[rtmp @ 0x1] [debug] Sending publish command for 'room1…'",
+		}},
+		{"rtmp://cdn.example/live2/abcdKEYSECRET", WholePath, []string{"abcdKEYSECRET"}, map[string]string{
+			"[rtmp @ 0x1] [debug] Sending publish command for 'abcdKEYSECRET'":    "[rtmp @ 0x1] [debug] Sending publish command for '…'",
+			"[info] Output #0, flv, to 'rtmp://cdn.example/live2/abcdKEYSECRET':": "[info] Output #0, flv, to 'rtmp://cdn.example…':",
+			"[error] rtmp://cdn.example/live2/abcdKEYSECRET: Input/output error":  "[error] rtmp://cdn.example…: Input/output error",
 		}},
 		{"rtmp://user:pass%40word@127.0.0.1:19403/live/room1", "room1", []string{"pass%40word", "pass@word", "user:"}, map[string]string{
 			"[info] Output #0, flv, to 'rtmp://user:pass%40word@127.0.0.1:19403/live/room1':": "[info] Output #0, flv, to 'rtmp://…@127.0.0.1:19403/live/room1':",
