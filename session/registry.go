@@ -132,6 +132,9 @@ func (r *Registry) WriteSeq(ctx context.Context, id string, src Source, c SeqChu
 			return SeqResult{}, err
 		}
 		res, err := s.writeSeq(ctx, src, k, p)
+		if why := s.revocation(); err == errEnded && why != nil {
+			return res, why // revoked: not a reason to start the stream again
+		}
 		if err == errEnded && attempt < 2 {
 			continue
 		}
@@ -174,6 +177,9 @@ func (r *Registry) writeTo(ctx context.Context, id string, src Source, p []byte,
 			return Result{}, nil, err
 		}
 		res, err := s.write(ctx, src, p, pub == nil)
+		if why := s.revocation(); err == errEnded && why != nil {
+			return res, s, why // revoked: not a reason to start the stream again
+		}
 		if err == errEnded && attempt < 2 {
 			continue
 		}

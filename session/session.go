@@ -106,6 +106,7 @@ type Session struct {
 	// from outside, and none was started since (see outside.go).
 	stoppedOutside bool
 	outputs        []string // primary first, fixed at the first ffmpeg (see outputs.go)
+	revoked        error    // why the application revoked the stream (Stream.Revoke)
 }
 
 func newSession(id string, cfg Config, log *logrus.Entry, draining *atomic.Bool) *Session {

@@ -57,7 +57,17 @@ func (st Stream) Revoke(reason error) {
 		}
 	}
 	r.mu.Unlock()
+	st.s.mu.Lock()
+	st.s.revoked = reason
+	st.s.mu.Unlock()
 	st.s.requestEnd(CauseRevoked, reason.Error())
+}
+
+// revocation is the reason the stream was revoked, if it was.
+func (s *Session) revocation() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.revoked
 }
 
 // Overrides are what an application's on_publish answer sets for one new
