@@ -23,7 +23,7 @@ TESTFLAGS ?= -race -count=1 -parallel 6 -timeout 15m
 # in CI). `make load` runs the full 100 streams for 30 s.
 LOAD      ?= LOAD_STREAMS=20 LOAD_SECONDS=10
 
-.PHONY: all build deps run test test-short load bench microbench fuzz vet clean
+.PHONY: all build deps run test test-short load hookload bench microbench fuzz vet clean
 
 all: build
 
@@ -51,6 +51,11 @@ test: deps
 
 load: deps
 	LOAD_STREAMS=$${LOAD_STREAMS:-100} LOAD_SECONDS=$${LOAD_SECONDS:-30} $(GO) test -count=1 -run '^TestLoad$$' -v . | grep -E 'resilience_test|^(---|ok|FAIL)'
+
+# What a 50 ms on_publish hook adds to 100 streams going live (about two
+# minutes); the numbers go in BENCHMARKS.md.
+hookload: deps
+	HOOK_LOAD=1 $(GO) test -count=1 -run '^TestHookLoad$$' -v . | grep -E 'hooks_test|^(---|ok|FAIL)'
 
 # The end-to-end benchmark against nginx-rtmp and bare ffmpeg (about 40
 # minutes on 2 cores; keep the machine otherwise idle): writes

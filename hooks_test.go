@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -640,4 +642,89 @@ func TestHookUpdateRevokes(t *testing.T) {
 			t.Errorf("on_update figures: %+v", last)
 		}
 	})
+}
+
+func TestHookFlags(t *testing.T) {
+	env := map[string]string{"PUBLISHER_ON_DONE": "http://app/done", "PUBLISHER_HOOK_FAIL": "open"}
+	c, err := parseConfig([]string{"-on-publish", "https://app/publish", "-hook-only", "-hook-timeout", "500ms"}, func(k string) string { return env[k] }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.OnPublish != "https://app/publish" || c.OnDone != "http://app/done" || !c.HookOnly || c.HookFail != "open" ||
+		c.HookTimeout != 500*time.Millisecond || c.HookInterval != 30*time.Second {
+		t.Errorf("config %+v", c)
+	}
+	for _, bad := range [][]string{
+		{"-hook-only"}, {"-on-publish", "ftp://app/x"}, {"-on-done", "app/done"}, {"-hook-fail", "maybe"},
+		{"-hook-timeout", "0s"}, {"-hook-interval", "-1s"},
+	} {
+		if _, err := parseConfig(bad, func(string) string { return "" }, io.Discard); err == nil {
+			t.Errorf("%v accepted", bad)
+		}
+	}
+}
+
+// TestHookLoad measures what a 50 ms on_publish hook adds to the time a
+// stream takes to go live (its first POST is answered once ffmpeg has
+// opened the publish): 100 streams starting at 20 per second, and 100 at
+// once, each with and without the hook, with -max-starting 2 as the README
+// advises for herds. A measurement, not a check: it runs with HOOK_LOAD=1
+// (make hookload), numbers in BENCHMARKS.md.
+func TestHookLoad(t *testing.T) {
+	if os.Getenv("HOOK_LOAD") == "" {
+		t.Skip("set HOOK_LOAD=1 (make hookload): a few minutes")
+	}
+	rtmptest.Require(t, "ffmpeg", "nginx")
+	rtmp := rtmptest.Start(t)
+	app := startAppHook(t)
+	app.set(func(h *appHook) {
+		h.publish = func(hooks.Publish) (int, string) { time.Sleep(50 * time.Millisecond); return 204, "" }
+	})
+	body := base64.StdEncoding.EncodeToString(rtmptest.MP3(t, 0.504, 16000, 1, "32k", true))
+	const streams = 100
+	run := func(name string, every time.Duration, hooked bool) []time.Duration {
+		p := startPublisher(t, rtmp.URL, func(c *Config) {
+			c.MaxStarting = 2
+			if hooked {
+				c.OnPublish, c.HookSecret = app.srv.URL+"/publish", hookSecret
+			}
+		})
+		took := make([]time.Duration, streams)
+		var wg sync.WaitGroup
+		start := time.Now()
+		for i := range streams {
+			time.Sleep(time.Until(start.Add(time.Duration(i) * every)))
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				t0 := time.Now()
+				resp, err := p.client.Post(fmt.Sprintf("%s/base64?key=secret&id=%s-%d&end=1", p.URL, name, i), "text/plain", strings.NewReader(body))
+				took[i] = time.Since(t0)
+				if err != nil {
+					t.Errorf("%s-%d: %v", name, i, err)
+					return
+				}
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					t.Errorf("%s-%d: %d", name, i, resp.StatusCode)
+				}
+			}()
+		}
+		wg.Wait()
+		p.cancel() // every stream ended: let the next run start on a quiet server
+		p.wait()
+		slices.Sort(took)
+		t.Logf("%-12s median %6s  p90 %6s  max %6s", name, took[streams/2].Round(time.Millisecond),
+			took[streams*9/10].Round(time.Millisecond), took[streams-1].Round(time.Millisecond))
+		return took
+	}
+	for _, sc := range []struct {
+		name  string
+		every time.Duration
+	}{{"ramp", 50 * time.Millisecond}, {"burst", 0}} {
+		plain := run(sc.name+"-plain", sc.every, false)
+		hooked := run(sc.name+"-hook", sc.every, true)
+		t.Logf("%s: the hook adds %s at the median, %s at p90", sc.name,
+			(hooked[streams/2] - plain[streams/2]).Round(time.Millisecond), (hooked[streams*9/10] - plain[streams*9/10]).Round(time.Millisecond))
+	}
 }

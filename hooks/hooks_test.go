@@ -8,6 +8,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -368,5 +370,23 @@ func TestDoneCloseGivesUpWhenTheHookIsDown(t *testing.T) {
 	h.Close(ctx)
 	if n := obs.get(obs.dropped, "on_done/shutdown"); n != 3 {
 		t.Errorf("%d given up at shutdown, want 3", n)
+	}
+}
+
+// TestShellVerificationInTheREADME: the shell line the README gives
+// computes the same signature.
+func TestShellVerificationInTheREADME(t *testing.T) {
+	if _, err := exec.LookPath("openssl"); err != nil {
+		t.Skip("no openssl")
+	}
+	body := []byte(`{"event":"on_done","id":"room1","reason":"it's \"done\"\n"}`)
+	cmd := exec.Command("sh", "-c", `printf '%s.%s' "$TIMESTAMP" "$BODY" | openssl dgst -sha256 -hmac "$S" -r | cut -d' ' -f1`)
+	cmd.Env = append(os.Environ(), "TIMESTAMP=1764576000", "BODY="+string(body), "S=s3cret")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := "sha256="+strings.TrimSpace(string(out)), Signature([]byte("s3cret"), "1764576000", body); got != want {
+		t.Errorf("shell %s, want %s", got, want)
 	}
 }
