@@ -329,12 +329,19 @@ func TestHookPublishSeesTheClient(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
+	pcm, _ := http.NewRequest("POST", p.URL+"/base64?key=secret&id=room6&format=pcm&rate=16000&channels=1", b64(make([]byte, 640)))
+	if resp, err := p.client.Do(pcm); err == nil {
+		resp.Body.Close()
+	}
 	hdr := http.Header{"X-Forwarded-For": {"203.0.113.10"}, "Origin": {"http://" + strings.TrimPrefix(p.URL, "http://")}}
 	wsRefusal(t, "ws"+strings.TrimPrefix(p.URL, "http")+"/ws?key=secret&id=room8&format=webm&room=blue", hdr)
 
 	calls := app.publishCalls()
-	if len(calls) != 2 {
-		t.Fatalf("%d on_publish calls, want 2", len(calls))
+	if len(calls) != 3 {
+		t.Fatalf("%d on_publish calls, want 3", len(calls))
+	}
+	if c := calls[1]; c.ID != "room6" || c.Format != "pcm" || c.FormatParams["rate"] != 16000 || c.FormatParams["channels"] != 1 {
+		t.Errorf("PCM: %+v", c)
 	}
 	c := calls[0]
 	if c.Event != "on_publish" || c.ID != "room7" || c.Transport != "base64" || c.Format != "mp3" || c.Addr != "203.0.113.9" ||
@@ -345,7 +352,7 @@ func TestHookPublishSeesTheClient(t *testing.T) {
 	if _, leaked := c.Query["key"]; leaked {
 		t.Errorf("the server's key reached the hook: %+v", c.Query)
 	}
-	if c := calls[1]; c.ID != "room8" || c.Transport != "websocket" || c.Format != "webm" || c.Addr != "203.0.113.10" || c.Query["room"] != "blue" {
+	if c := calls[2]; c.ID != "room8" || c.Transport != "websocket" || c.Format != "webm" || c.Addr != "203.0.113.10" || c.Query["room"] != "blue" {
 		t.Errorf("WebSocket: %+v", c)
 	}
 
