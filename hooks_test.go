@@ -424,7 +424,7 @@ func TestHookPublishAllowsAndOverrides(t *testing.T) {
 			t.Errorf("recorded under the hook's name: %+v", rec)
 		}
 		f := app.doneFor(t, "renamed", 20*time.Second)
-		if f.Outputs[0] != rtmp.URL+"/newname" {
+		if len(f.Outputs) != 1 || f.Outputs[0] != rtmp.URL+"/newname" {
 			t.Errorf("outputs %v", f.Outputs)
 		}
 	})
@@ -462,7 +462,7 @@ func TestHookDone(t *testing.T) {
 		f := app.doneFor(t, "done-plain", 20*time.Second)
 		if f.Bytes != int64(len(audio)) || f.AudioSeconds < sent-0.01 || f.AudioSeconds > sent+0.01 || f.Restarts != 0 ||
 			f.DroppedBytes != 0 || f.Cause != "client" || f.Reason != "ended by the client" || f.End == nil ||
-			f.Start.Before(start.Add(-time.Second)) || !f.End.After(f.Start) || f.Outputs[0] != rtmp.URL+"/done-plain" || f.Attempt != 1 {
+			f.Start.Before(start.Add(-time.Second)) || !f.End.After(f.Start) || len(f.Outputs) != 1 || f.Outputs[0] != rtmp.URL+"/done-plain" || f.Attempt != 1 {
 			t.Errorf("on_done %+v; sent %d bytes, %.3f s", f, len(audio), sent)
 		}
 	})
