@@ -153,7 +153,7 @@ func TestPublishAnswers(t *testing.T) {
 
 func TestPublishBadAnswersFailClosedOrOpen(t *testing.T) {
 	for _, body := range []string{
-		`{"output":"http://not-rtmp/x"}`, `{"output":"rtmp://h/a b"}`, `{"name":"../x"}`,
+		`{"output":"http://not-rtmp/x"}`, `{"output":"file:///etc/x"}`, `{"output":"/tmp/x.flv"}`, `{"output":"rtmp://h/a b"}`, `{"name":"../x"}`,
 		`{"idle_timeout":-1}`, `{"idle_timeout":1e9}`, `{"output":`,
 	} {
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -47,6 +47,10 @@ type publishAnswer struct {
 	Name string `json:"name"`
 }
 
+// outputSchemes are the outputs an application may give: network streams,
+// never a file on this server.
+var outputSchemes = map[string]bool{"rtmp": true, "rtmps": true, "srt": true}
+
 // maxIdleOverride keeps an answer's idle timeout sane: a session holds its
 // ID and an ffmpeg for that long without data.
 const maxIdleOverride = 24 * time.Hour
@@ -70,10 +74,9 @@ func (a answer) overrides() (*session.Overrides, error) {
 	o := &session.Overrides{Output: p.Output, Name: p.Name}
 	if p.Output != "" {
 		u, err := url.Parse(p.Output)
-		if err != nil || (u.Scheme != "rtmp" && u.Scheme != "rtmps") || u.Host == "" ||
-			strings.ContainsAny(p.Output, " \t\r\n") {
+		if err != nil || !outputSchemes[u.Scheme] || u.Host == "" || strings.ContainsAny(p.Output, " \t\r\n") {
 			// The URL itself is not repeated: it may hold a key.
-			return nil, &errAnswer{"output must be an rtmp:// or rtmps:// URL"}
+			return nil, &errAnswer{"output must be an rtmp://, rtmps:// or srt:// URL"}
 		}
 	}
 	if p.Name != "" && !session.ValidID(p.Name) {
