@@ -35,6 +35,35 @@ func makeAudio(seconds int) ([]byte, error) {
 	return out, nil
 }
 
+// makePCM is the same signal as 44.1 kHz mono s16le, what format=pcm
+// streams send.
+func makePCM(seconds int) ([]byte, error) {
+	cmd := exec.Command("ffmpeg", "-hide_banner", "-loglevel", "error",
+		"-filter_complex", fmt.Sprintf(audioFilter, seconds, seconds), "-ac", "1", "-f", "s16le", "pipe:1")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("making the test PCM: %v: %s", err, stderr.String())
+	}
+	return out, nil
+}
+
+// pcmQuery names the bench's PCM to the publisher.
+const pcmQuery = "&format=pcm&rate=44100&channels=1"
+
+// pcmChunks cuts mono PCM into sends of d each.
+func pcmChunks(audio []byte, d time.Duration) []chunk {
+	size := 2 * int(int64(d)*rate/int64(time.Second))
+	var out []chunk
+	for k := 0; k*size < len(audio); k++ {
+		c := chunk{data: audio[k*size : min(len(audio), (k+1)*size)], from: time.Duration(k) * d}
+		c.to = c.from + time.Duration(len(c.data)/2)*time.Second/rate
+		out = append(out, c)
+	}
+	return out
+}
+
 // chunk is one client send: the frames whose audio starts in
 // [k·d, (k+1)·d).
 type chunk struct {

@@ -25,7 +25,7 @@ func postClient(hc *http.Client, base string, s *stream) ([]time.Duration, error
 	body := make([]byte, 0, base64.StdEncoding.EncodedLen(len(s.chunks[0].data))*2)
 	for k, c := range s.chunks {
 		time.Sleep(time.Until(s.start.Add(c.from)))
-		q := base + "/base64?key=bench&id=" + s.id
+		q := base + "/base64?key=bench&id=" + s.id + s.query
 		if k == len(s.chunks)-1 {
 			q += "&end=1"
 		}
@@ -49,7 +49,7 @@ func postClient(hc *http.Client, base string, s *stream) ([]time.Duration, error
 // wsClient sends each chunk as a binary WebSocket message, then closes
 // with 1000 (which ends the stream).
 func wsClient(base string, s *stream) error {
-	url := "ws" + strings.TrimPrefix(base, "http") + "/ws?key=bench&id=" + s.id
+	url := "ws" + strings.TrimPrefix(base, "http") + "/ws?key=bench&id=" + s.id + s.query
 	conn, _, err := websocket.DefaultDialer.Dial(url, nil)
 	if err != nil {
 		return err
@@ -95,7 +95,7 @@ func rawClient(hc *http.Client, base string, s *stream) error {
 	}
 	done := make(chan reply, 1)
 	go func() {
-		req, err := http.NewRequest(http.MethodPost, base+"/live/"+s.id+"?key=bench", pr)
+		req, err := http.NewRequest(http.MethodPost, base+"/live/"+s.id+"?key=bench"+s.query, pr)
 		if err != nil {
 			done <- reply{err: err}
 			return
@@ -128,8 +128,12 @@ func rawClient(hc *http.Client, base string, s *stream) error {
 // fed the same MP3 at the same pace on its stdin by the bench itself, as
 // a hand-written "pipe into ffmpeg" script would. Its input is raw MP3,
 // the way such scripts do it (the publisher frames MP3 in FLV tags).
-func bareClient(url, codec string, s *stream) error {
-	cmd := exec.Command("ffmpeg", ffpipe.Args(ffpipe.Config{AudioCodec: codec, Target: url})...)
+func bareClient(url, codec, format string, s *stream) error {
+	cfg := ffpipe.Config{AudioCodec: codec, Target: url}
+	if format == "pcm" {
+		cfg.InputFormat, cfg.SampleRate, cfg.Channels = "s16le", rate, 1
+	}
+	cmd := exec.Command("ffmpeg", ffpipe.Args(cfg)...)
 	devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
 	if err != nil {
 		return err

@@ -26,11 +26,12 @@ import (
 
 func main() {
 	mode := flag.String("mode", "report", "report (every section below) or run (one scenario)")
-	sections := flag.String("sections", "latency,curve,capacity,capacity-bare", "report sections: latency, curve, capacity (WebSocket clients), capacity-bare (bare ffmpeg)")
+	sections := flag.String("sections", "latency,curve,capacity,capacity-bare,pcm", "report sections: latency, curve, capacity (WebSocket clients), capacity-bare (bare ffmpeg), pcm (PCM against MP3)")
 	bin := flag.String("publisher", "./ffmpeg-publisher", "the publisher binary (make build)")
 	client := flag.String("client", "ws", "run: post, ws, raw, or bare (ffmpeg fed directly, the floor)")
 	chunkDur := flag.Duration("chunk", 100*time.Millisecond, "run: audio per POST or message")
 	codec := flag.String("codec", "aac", "run: aac, or copy (MP3 passed through)")
+	format := flag.String("format", "mp3", "run: the clients' audio, mp3 or pcm (44.1 kHz mono s16le)")
 	streams := flag.Int("streams", 20, "run: concurrent real-time streams")
 	seconds := flag.Int("seconds", 20, "length of each stream (longer when the ramp needs it)")
 	rampPer := flag.Duration("ramp-per-stream", 250*time.Millisecond, "stream starts are spread this far apart: an ffmpeg start costs 100-200 ms of CPU (up to ~0.9 s with 100 streams running here), and closer starts measure the ramp rather than the streams")
@@ -52,14 +53,22 @@ func main() {
 	if err != nil {
 		fail(err)
 	}
-	e := env{publisher: *bin, audio: audio, rampPer: *rampPer, seconds: *seconds,
+	var pcm []byte
+	if *format == "pcm" || strings.Contains(*sections, "pcm") {
+		if pcm, err = makePCM(audioLen); err != nil {
+			fail(err)
+		}
+	}
+	e := env{publisher: *bin, audio: audio, pcm: pcm, rampPer: *rampPer, seconds: *seconds,
 		http: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 4096}}}
 	cmdline := "go run ./bench " + strings.Join(os.Args[1:], " ")
 	var b strings.Builder
 	fmt.Fprintf(&b, "# ffmpeg-publisher benchmark\n\n- machine: %d cores (%s), %s, %s\n- command: `%s`\n- date: %s\n\n",
 		runtime.NumCPU(), cpuModel(), runtime.GOOS+"/"+runtime.GOARCH, ffmpegVersion(), cmdline, time.Now().UTC().Format(time.RFC3339))
 	if *mode == "run" {
-		o, err := e.run(e.scenario(*client, *chunkDur, *codec, *streams))
+		sc := e.scenario(*client, *chunkDur, *codec, *streams)
+		sc.format = *format
+		o, err := e.run(sc)
 		if err != nil {
 			fail(err)
 		}
@@ -73,6 +82,8 @@ func main() {
 		switch sec {
 		case "latency":
 			e.latencySection(&b)
+		case "pcm":
+			e.pcmSection(&b)
 		case "curve":
 			e.curveSection(&b, parseInts(*curve), *png)
 		case "capacity", "capacity-bare":

@@ -16,7 +16,24 @@ import (
 func (e env) scenario(client string, chunk time.Duration, codec string, streams int) scenario {
 	ramp := max(chunk, time.Duration(streams)*e.rampPer)
 	seconds := max(e.seconds, int((ramp+15*time.Second)/time.Second))
-	return scenario{client: client, chunk: chunk, codec: codec, streams: streams, seconds: seconds, ramp: ramp}
+	return scenario{client: client, chunk: chunk, codec: codec, format: "mp3", streams: streams, seconds: seconds, ramp: ramp}
+}
+
+// pcmSection compares PCM with MP3 sent in 100 ms pieces, both encoded
+// to AAC.
+func (e env) pcmSection(b *strings.Builder) {
+	const n = 10
+	var os []*outcome
+	for _, client := range []string{"ws", "post", "bare"} {
+		for _, format := range []string{"mp3", "pcm"} {
+			sc := e.scenario(client, 100*time.Millisecond, "aac", n)
+			sc.format = format
+			os = append(os, e.mustRun(sc))
+		}
+	}
+	fmt.Fprintf(b, "## PCM against MP3: %d real-time streams per row, 100 ms pieces, 44.1 kHz mono\n\n", n)
+	latencyTable(b, os)
+	costTable(b, os, nil)
 }
 
 func (e env) mustRun(sc scenario) *outcome {

@@ -24,12 +24,16 @@ type scenario struct {
 	client  string // post, ws, raw (through the publisher) or bare (ffmpeg fed directly)
 	chunk   time.Duration
 	codec   string // aac or copy
+	format  string // of the client's audio: mp3, or pcm (44.1 kHz mono)
 	streams int
 	seconds int
 	ramp    time.Duration
 }
 
 func (s scenario) String() string {
+	if s.format == "pcm" {
+		return fmt.Sprintf("%d × %s %s PCM, %s", s.streams, s.client, s.chunk, s.codec)
+	}
 	return fmt.Sprintf("%d × %s %s, %s", s.streams, s.client, s.chunk, s.codec)
 }
 
@@ -55,6 +59,7 @@ type outcome struct {
 // stream is one client's timeline.
 type stream struct {
 	id     string
+	query  string // the format's parameters, for the publisher's URLs
 	chunks []chunk
 	start  time.Time // when its first byte was sent
 
@@ -76,6 +81,7 @@ func (s *stream) sentAt(end time.Duration) (time.Time, bool) {
 type env struct {
 	publisher string // binary
 	audio     []byte
+	pcm       []byte        // the same signal as PCM; nil when no scenario needs it
 	rampPer   time.Duration // between stream starts
 	seconds   int           // the shortest stream
 	http      *http.Client
@@ -96,6 +102,10 @@ func (e env) run(sc scenario) (*outcome, error) {
 	need := time.Duration(sc.seconds) * time.Second
 	audio := e.audio
 	cs := chunks(audio, sc.chunk)
+	query := ""
+	if sc.format == "pcm" {
+		cs, query = pcmChunks(e.pcm, sc.chunk), pcmQuery
+	}
 	for len(cs) > 0 && cs[len(cs)-1].to > need {
 		cs = cs[:len(cs)-1]
 	}
@@ -145,7 +155,7 @@ func (e env) run(sc scenario) (*outcome, error) {
 		tagDur = time.Second * mp3Samples / rate
 	}
 	for i := range all {
-		s := &stream{id: fmt.Sprintf("bench%d", i), chunks: cs}
+		s := &stream{id: fmt.Sprintf("bench%d", i), query: query, chunks: cs}
 		all[i] = s
 		subs.Add(1)
 		go func() {
@@ -242,7 +252,7 @@ func (e env) run(sc scenario) (*outcome, error) {
 			case "raw":
 				err = rawClient(e.http, base, s)
 			case "bare":
-				err = bareClient(rtmp.URL+"/"+s.id, sc.codec, s)
+				err = bareClient(rtmp.URL+"/"+s.id, sc.codec, sc.format, s)
 			default:
 				err = fmt.Errorf("unknown client %q", sc.client)
 			}
