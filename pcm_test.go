@@ -111,25 +111,21 @@ func TestPCMEndToEnd(t *testing.T) {
 		})
 		checkPCMArrived(t, rtmp, pub, "pcm-bin", pcmDuration(data, 44100, 2), 44100)
 	})
-	t.Run("upload, 8 kHz mono", func(t *testing.T) {
+	t.Run("upload from ffmpeg -f s16le -method POST, 8 kHz mono", func(t *testing.T) {
 		t.Parallel()
-		data := makePCM(t, seconds, 8000, 1)
-		ps := pieces(data, 10*seconds)
-		pr, pw := io.Pipe()
-		go func() {
-			paced(len(ps), 100*time.Millisecond, func(i int) { pw.Write(ps[i]) })
-			pw.Close()
-		}()
-		resp, err := pub.client.Post(pub.URL+"/live/pcm-up?key=secret&format=pcm&rate=8000", "application/octet-stream", pr)
+		wav := t.TempDir() + "/talk.wav"
+		if out, err := exec.Command("ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "lavfi",
+			"-i", fmt.Sprintf("sine=f=440:d=%d:r=44100", seconds), wav).CombinedOutput(); err != nil {
+			t.Fatalf("ffmpeg: %v\n%s", err, out)
+		}
+		// The README's command.
+		out, err := exec.Command("ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-i", wav,
+			"-ar", "8000", "-ac", "1", "-f", "s16le", "-method", "POST",
+			pub.URL+"/live/pcm-up?key=secret&format=pcm&rate=8000&channels=1").CombinedOutput()
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("ffmpeg client: %v\n%s", err, out)
 		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			t.Fatalf("upload: %d %s", resp.StatusCode, body)
-		}
-		checkPCMArrived(t, rtmp, pub, "pcm-up", pcmDuration(data, 8000, 1), 8000)
+		checkPCMArrived(t, rtmp, pub, "pcm-up", seconds*time.Second, 8000)
 	})
 	t.Run("websocket, 48 kHz stereo", func(t *testing.T) {
 		t.Parallel()

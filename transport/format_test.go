@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -204,4 +206,23 @@ func postRaw(t *testing.T, url, ctype string, body []byte) (int, map[string]any)
 	var m map[string]any
 	json.NewDecoder(resp.Body).Decode(&m)
 	return resp.StatusCode, m
+}
+
+// TestWebMOverPOSTs: format= works on POSTs for every format, WebM too.
+func TestWebMOverPOSTs(t *testing.T) {
+	ts := newServer(t, fakeffmpeg.Normal, nil)
+	webm, err := os.ReadFile("../session/testdata/mediarecorder.webm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	half := len(webm) / 2
+	for i, part := range [][]byte{webm[:half], webm[half:]} {
+		url := ts.URL + "/chunk?key=k&id=wp&format=webm&seq=" + strconv.Itoa(i)
+		if code, r := postType(t, url, "application/octet-stream", part); code != 200 {
+			t.Fatalf("part %d: %d %+v", i, code, r)
+		}
+	}
+	if info, ok := ts.reg.Info("wp"); !ok || info.Seconds <= 0 {
+		t.Errorf("WebM over POSTs: %+v", info)
+	}
 }
