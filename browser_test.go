@@ -171,8 +171,10 @@ func TestBrowserRecorder(t *testing.T) {
 			if n := rtmp.PublishCount(id); n != 1 || rec.Codecs != "aac" {
 				t.Errorf("%d publishes, codecs %q; want one AAC publish", n, rec.Codecs)
 			}
-			if rec.Duration < 4.5 || rec.Duration > 5.5 || rec.Duration < got*0.9 || rec.Duration > got*1.1 {
-				t.Errorf("recorded %.2f s, want 5 s ± 10%% (the page captured %.2f s)", rec.Duration, got)
+			// The page stops once it has 5 s, later on a loaded machine:
+			// what it captured is the measure.
+			if rec.Duration < 4.5 || rec.Duration < got*0.9 || rec.Duration > got*1.1 {
+				t.Errorf("recorded %.2f s, want what the page captured (%.2f s, at least 5) ± 10%%", rec.Duration, got)
 			}
 		})
 	}
