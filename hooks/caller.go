@@ -2,6 +2,7 @@ package hooks
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -70,7 +71,7 @@ func (a answer) refusal(fallback string) *Refusal {
 			Error   string `json:"error"`
 		}
 		if json.Unmarshal(a.body, &m) == nil {
-			r.Message = cmpOr(m.Message, m.Error)
+			r.Message = cmp.Or(m.Message, m.Error)
 		}
 	} else {
 		r.Message = string(a.body)
@@ -80,13 +81,6 @@ func (a answer) refusal(fallback string) *Refusal {
 		r.Message = fmt.Sprintf("%s (status %d)", fallback, a.status)
 	}
 	return r
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 // cleanMessage keeps a message fit for a reply, a log line and a close
