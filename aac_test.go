@@ -122,7 +122,7 @@ func postAAC(t *testing.T, p *publisher, id string, pieces [][]byte, every time.
 // TestAACEndToEnd: AAC in ADTS over every transport, through the real
 // ffmpeg to nginx-rtmp, published as it came.
 func TestAACEndToEnd(t *testing.T) {
-	rtmptest.Require(t, "ffmpeg", "ffprobe", "nginx")
+	rtmptest.Require(t, "ffmpeg", "ffprobe", "nginx", "curl")
 	rtmp := rtmptest.Start(t)
 	// Every stream here ends explicitly; a 3 s pause must not end one.
 	pub := startPublisher(t, rtmp.URL, func(c *Config) { c.AdminKey = "admin"; c.IdleTimeout = 30 * time.Second })
@@ -150,6 +150,17 @@ func TestAACEndToEnd(t *testing.T) {
 			t.Fatalf("ffmpeg client: %v\n%s", err, out)
 		}
 		checkAACArrived(t, rtmp, pub, "aac-upload", in)
+	})
+	t.Run("upload from curl -T, 8 kHz mono", func(t *testing.T) {
+		t.Parallel()
+		in := rtmptest.ADTS(t, 2, 8000, 1, "aac_low")
+		file := filepath.Join(t.TempDir(), "in.aac")
+		os.WriteFile(file, in, 0o644)
+		out, err := exec.Command("curl", "-sS", "-T", file, pub.URL+"/live/aac-curl?key=secret&format=aac").Output()
+		if err != nil || !strings.Contains(string(out), `"errcode":0`) {
+			t.Fatalf("curl: %v: %s", err, out)
+		}
+		checkAACArrived(t, rtmp, pub, "aac-curl", in)
 	})
 	t.Run("recorder restarted in another configuration", func(t *testing.T) {
 		t.Parallel()

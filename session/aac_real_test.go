@@ -25,6 +25,8 @@ func TestFFmpegCopiesAACFromFLV(t *testing.T) {
 		{16000, 1, "aac_low", "LC"},
 		{48000, 2, "aac_low", "LC"},
 		{8000, 1, "aac_main", "Main"},
+		{24000, 6, "aac_ltp", "LTP"},
+		{96000, 2, "aac_low", "LC"},
 	} {
 		t.Run(fmt.Sprint(tc.rate, tc.channels, tc.profile), func(t *testing.T) {
 			t.Parallel()
@@ -80,7 +82,7 @@ func TestAACSilenceIsEncodedOnceInTheStreamsConfiguration(t *testing.T) {
 	rtmptest.Require(t, "ffmpeg")
 	c := newAACSilence("ffmpeg", nil, quietLog())
 	defer c.close()
-	configs := []adtsConfig{lc16Mono, lc44Stereo, {profile: 0, rateIdx: 11, channels: 1}, {profile: 1, rateIdx: 3, channels: 6}}
+	configs := []adtsConfig{lc16Mono, lc44Stereo, {profile: 0, rateIdx: 11, channels: 1}, {profile: 1, rateIdx: 3, channels: 6}, {profile: 3, rateIdx: 6, channels: 2}}
 	for _, cfg := range configs {
 		if c.frame(cfg) != nil {
 			t.Fatal("a frame before any encode")

@@ -124,7 +124,7 @@ func (a *aacSilence) encode(c adtsConfig) ([]byte, error) {
 	rate := strconv.Itoa(c.rate())
 	cmd := exec.CommandContext(ctx, a.binary, "-hide_banner", "-nostdin", "-loglevel", "error",
 		"-f", "lavfi", "-i", "anullsrc=r="+rate+":cl="+layout,
-		"-frames:a", strconv.Itoa(silenceFrames), "-c:a", "aac", "-profile:a", profile, "-b:a", "32k",
+		"-frames:a", strconv.Itoa(silenceFrames), "-c:a", "aac", "-profile:a", profile, "-strict", "experimental", "-b:a", "32k", // LTP is experimental
 		"-f", "adts", "pipe:1")
 	cmd.Env = append(os.Environ(), a.env...)
 	var stderr bytes.Buffer

@@ -200,7 +200,7 @@ type Info struct {
 	Output    float64       `json:"output_seconds"`      // sent on by the running ffmpeg (its progress, at most 0.5 s old)
 	Sent      float64       `json:"sent_seconds"`        // of the stream (audio and silence), confirmed sent by its ffmpegs
 	Held      float64       `json:"held_seconds"`        // accepted, not yet confirmed sent: the stream's lag
-	Format    string        `json:"format"`              // of the audio in: mp3, webm
+	Format    string        `json:"format"`              // of the audio in: mp3, webm, aac
 	Publisher string        `json:"publisher,omitempty"` // transport of the connection holding the ID
 	Transport string        `json:"transport,omitempty"` // of the latest write
 	Remote    string        `json:"remote,omitempty"`    // of the latest write

@@ -16,7 +16,7 @@ func ADTS(t testing.TB, seconds float64, rate, channels int, profile string) []b
 	args := []string{"-hide_banner", "-loglevel", "error", "-f", "lavfi",
 		"-i", fmt.Sprintf("sine=f=440:d=%g:r=%d", seconds, rate),
 		"-ac", strconv.Itoa(channels), "-ar", strconv.Itoa(rate),
-		"-c:a", "aac", "-profile:a", profile, "-b:a", strconv.Itoa(24*channels) + "k", "-f", "adts", "pipe:1"}
+		"-c:a", "aac", "-profile:a", profile, "-strict", "experimental", "-b:a", strconv.Itoa(24*channels) + "k", "-f", "adts", "pipe:1"}
 	var stderr bytes.Buffer
 	cmd := exec.Command("ffmpeg", args...)
 	cmd.Stderr = &stderr
