@@ -3,9 +3,11 @@ package main
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -105,16 +107,47 @@ func aacWebSocket(t *testing.T, p *publisher, id string, pieces [][]byte, every 
 }
 
 // postAAC sends pieces as base64 POSTs with format=aac at one per every,
-// the last with end=1 when end is set.
-func postAAC(t *testing.T, p *publisher, id string, pieces [][]byte, every time.Duration, end bool) {
+// the last with end=1 when end is set; query is added to each.
+func postAAC(t *testing.T, p *publisher, id string, pieces [][]byte, every time.Duration, end bool, query func(i int) string) {
 	paced(len(pieces), every, func(i int) {
 		q := "/base64?format=aac&key=secret&id=" + id
+		if query != nil {
+			q += query(i)
+		}
 		if end && i == len(pieces)-1 {
 			q += "&end=1"
 		}
 		code, r := p.postRetrying(t, q, base64.StdEncoding.EncodeToString(pieces[i]))
 		if code != 200 || r.Errcode != 0 {
 			t.Errorf("piece %d: %d %+v", i, code, r)
+		}
+	})
+}
+
+// postBinaryAAC sends pieces as raw POSTs to /chunk with Content-Type
+// audio/aac, the last with end=1.
+func postBinaryAAC(t *testing.T, p *publisher, id string, pieces [][]byte, every time.Duration) {
+	paced(len(pieces), every, func(i int) {
+		q := p.URL + "/chunk?key=secret&id=" + id
+		if i == len(pieces)-1 {
+			q += "&end=1"
+		}
+		for tries := 0; ; tries++ {
+			resp, err := p.client.Post(q, "audio/aac", bytes.NewReader(pieces[i]))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var r reply
+			json.NewDecoder(resp.Body).Decode(&r)
+			resp.Body.Close()
+			if resp.StatusCode == 503 && tries < 20 { // the buffer is full: retry, as the README asks
+				time.Sleep(time.Second)
+				continue
+			}
+			if resp.StatusCode != 200 || r.Errcode != 0 {
+				t.Errorf("piece %d: %d %+v", i, resp.StatusCode, r)
+			}
+			return
 		}
 	})
 }
@@ -127,10 +160,18 @@ func TestAACEndToEnd(t *testing.T) {
 	// Every stream here ends explicitly; a 3 s pause must not end one.
 	pub := startPublisher(t, rtmp.URL, func(c *Config) { c.AdminKey = "admin"; c.IdleTimeout = 30 * time.Second })
 
-	t.Run("base64 posts cut at odd offsets, 16 kHz mono", func(t *testing.T) {
+	t.Run("numbered base64 posts cut at odd offsets, one retried, 16 kHz mono", func(t *testing.T) {
 		t.Parallel()
 		in := rtmptest.ADTS(t, 3, 16000, 1, "aac_low")
-		postAAC(t, pub, "aac-posts", piecesOf(in, 6), 500*time.Millisecond, true)
+		pieces := piecesOf(in, 6)
+		seq := func(i int) string { return "&seq=" + strconv.Itoa(i) }
+		postAAC(t, pub, "aac-posts", pieces[:3], 500*time.Millisecond, false, seq)
+		// The client lost the reply to chunk 2 and sends it again: it is written once.
+		code, r := pub.post(t, "/base64?format=aac&key=secret&id=aac-posts&seq=2", strings.NewReader(base64.StdEncoding.EncodeToString(pieces[2])))
+		if code != 200 || !strings.Contains(r.Errmsg, "ok") {
+			t.Errorf("retry: %d %+v", code, r)
+		}
+		postAAC(t, pub, "aac-posts", pieces[3:], 500*time.Millisecond, true, func(i int) string { return seq(i + 3) })
 		checkAACArrived(t, rtmp, pub, "aac-posts", in)
 	})
 	t.Run("websocket, 22.05 kHz stereo", func(t *testing.T) {
@@ -162,12 +203,12 @@ func TestAACEndToEnd(t *testing.T) {
 		}
 		checkAACArrived(t, rtmp, pub, "aac-curl", in)
 	})
-	t.Run("recorder restarted in another configuration", func(t *testing.T) {
+	t.Run("binary POSTs (audio/aac); the recorder restarted in another configuration", func(t *testing.T) {
 		t.Parallel()
 		first := rtmptest.ADTS(t, 2, 16000, 1, "aac_low")
 		second := rtmptest.ADTS(t, 2, 44100, 2, "aac_main")
 		pieces := append(piecesOf(first, 4), piecesOf(second, 4)...)
-		postAAC(t, pub, "aac-reconfig", pieces, 500*time.Millisecond, true)
+		postBinaryAAC(t, pub, "aac-reconfig", pieces, 500*time.Millisecond)
 		checkAACArrived(t, rtmp, pub, "aac-reconfig", first, second)
 	})
 	t.Run("a 3 s pause is filled with silence", func(t *testing.T) {
@@ -175,9 +216,9 @@ func TestAACEndToEnd(t *testing.T) {
 		in := rtmptest.ADTS(t, 4, 16000, 1, "aac_low")
 		pieces := piecesOf(in, 8)
 		start := time.Now()
-		postAAC(t, pub, "aac-pause", pieces[:4], 500*time.Millisecond, false)
+		postAAC(t, pub, "aac-pause", pieces[:4], 500*time.Millisecond, false, nil)
 		time.Sleep(500*time.Millisecond + 3*time.Second) // the phone's network stalls
-		postAAC(t, pub, "aac-pause", pieces[4:], 500*time.Millisecond, true)
+		postAAC(t, pub, "aac-pause", pieces[4:], 500*time.Millisecond, true, nil)
 		wall := time.Since(start).Seconds()
 		checkAACArrived(t, rtmp, pub, "aac-pause", in)
 		rec := rtmp.Measure("aac-pause")

@@ -24,7 +24,7 @@ func (f streamFormat) source(transport, remote string) session.Source {
 }
 
 // queryFormats are the names format= takes.
-const queryFormats = "mp3, webm or pcm"
+const queryFormats = "mp3, webm, pcm or aac"
 
 // binaryFormat maps the media type of a binary chunk to the format it
 // carries ("" for application/octet-stream: format= says). Any type not
@@ -38,6 +38,8 @@ func binaryFormat(mediaType string) (format string, binary bool) {
 		return "pcm", true
 	case "audio/webm": // a MediaRecorder's Blob type; codecs= is the Opus it holds
 		return "webm", true
+	case "audio/aac": // ADTS, as RFC 6381 and browsers use the type
+		return "aac", true
 	case "application/octet-stream":
 		return "", true
 	}
@@ -79,7 +81,7 @@ func queryFormat(q url.Values) (streamFormat, error) {
 // from the query and the Content-Type's parameters.
 func (f *streamFormat) pcm(q url.Values, params map[string]string) error {
 	switch f.name {
-	case "", "mp3", "webm":
+	case "", "mp3", "webm", "aac":
 		if q.Get("rate") != "" || q.Get("channels") != "" {
 			return &badRequest{"rate and channels are for format=pcm"}
 		}

@@ -291,7 +291,7 @@ func TestWebSocketWebM(t *testing.T) {
 		t.Errorf("WAV sent as WebM: close %v", ce)
 	}
 	_, ce = readUntilClose(t, dialWS(t, bad, "id=x&key=k&format=wav", nil))
-	if ce.Code != websocket.CloseUnsupportedData || !strings.Contains(ce.Text, "mp3, webm or pcm") {
+	if ce.Code != websocket.CloseUnsupportedData || !strings.Contains(ce.Text, "mp3, webm, pcm or aac") {
 		t.Errorf("format=wav: close %v", ce)
 	}
 }
