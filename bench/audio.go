@@ -64,6 +64,44 @@ func pcmChunks(audio []byte, d time.Duration) []chunk {
 	return out
 }
 
+// makeADTS is the same signal as AAC in ADTS at the same bitrate, as an
+// app's encoder gives it: what format=aac streams send.
+func makeADTS(seconds int) ([]byte, error) {
+	cmd := exec.Command("ffmpeg", "-hide_banner", "-loglevel", "error",
+		"-filter_complex", fmt.Sprintf(audioFilter, seconds, seconds),
+		"-ac", "1", "-c:a", "aac", "-b:a", "64k", "-f", "adts", "pipe:1")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("making the test ADTS: %v: %s", err, stderr.String())
+	}
+	return out, nil
+}
+
+// adtsChunks cuts ADTS into sends of d each, at frame boundaries.
+func adtsChunks(audio []byte, d time.Duration) []chunk {
+	var out []chunk
+	var frames int64
+	dur := func(n int64) time.Duration { return time.Duration(n*aacSamples) * time.Second / rate }
+	cur := chunk{}
+	for i := 0; i+7 <= len(audio); {
+		n := int(audio[i+3]&3)<<11 | int(audio[i+4])<<3 | int(audio[i+5])>>5
+		if start := dur(frames); start >= cur.from+d && len(cur.data) > 0 {
+			out = append(out, cur)
+			cur = chunk{from: start / d * d}
+		}
+		cur.data = audio[i-len(cur.data) : i+n]
+		frames++
+		cur.to = dur(frames)
+		i += n
+	}
+	if len(cur.data) > 0 {
+		out = append(out, cur)
+	}
+	return out
+}
+
 // chunk is one client send: the frames whose audio starts in
 // [k·d, (k+1)·d).
 type chunk struct {

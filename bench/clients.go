@@ -130,8 +130,11 @@ func rawClient(hc *http.Client, base string, s *stream) error {
 // the way such scripts do it (the publisher frames MP3 in FLV tags).
 func bareClient(url, codec, format string, s *stream) error {
 	cfg := ffpipe.Config{AudioCodec: codec, Target: url}
-	if format == "pcm" {
+	switch format {
+	case "pcm":
 		cfg.InputFormat, cfg.SampleRate, cfg.Channels = "s16le", rate, 1
+	case "aac":
+		cfg.InputFormat, cfg.AudioCodec = "aac", "copy" // the FLV muxer converts the ADTS headers itself
 	}
 	cmd := exec.Command("ffmpeg", ffpipe.Args(cfg)...)
 	devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)

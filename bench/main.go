@@ -31,7 +31,7 @@ func main() {
 	client := flag.String("client", "ws", "run: post, ws, raw, or bare (ffmpeg fed directly, the floor)")
 	chunkDur := flag.Duration("chunk", 100*time.Millisecond, "run: audio per POST or message")
 	codec := flag.String("codec", "aac", "run: aac, or copy (MP3 passed through)")
-	format := flag.String("format", "mp3", "run: the clients' audio, mp3 or pcm (44.1 kHz mono s16le)")
+	format := flag.String("format", "mp3", "run: the clients' audio, mp3, pcm (44.1 kHz mono s16le) or aac (ADTS, published as it is)")
 	streams := flag.Int("streams", 20, "run: concurrent real-time streams")
 	seconds := flag.Int("seconds", 20, "length of each stream (longer when the ramp needs it)")
 	rampPer := flag.Duration("ramp-per-stream", 250*time.Millisecond, "stream starts are spread this far apart: an ffmpeg start costs 100-200 ms of CPU (up to ~0.9 s with 100 streams running here), and closer starts measure the ramp rather than the streams")
@@ -59,7 +59,13 @@ func main() {
 			fail(err)
 		}
 	}
-	e := env{publisher: *bin, audio: audio, pcm: pcm, rampPer: *rampPer, seconds: *seconds,
+	var adts []byte
+	if *format == "aac" {
+		if adts, err = makeADTS(audioLen); err != nil {
+			fail(err)
+		}
+	}
+	e := env{publisher: *bin, audio: audio, pcm: pcm, adts: adts, rampPer: *rampPer, seconds: *seconds,
 		http: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 4096}}}
 	cmdline := "go run ./bench " + strings.Join(os.Args[1:], " ")
 	var b strings.Builder

@@ -31,8 +31,11 @@ type scenario struct {
 }
 
 func (s scenario) String() string {
-	if s.format == "pcm" {
+	switch s.format {
+	case "pcm":
 		return fmt.Sprintf("%d × %s %s PCM, %s", s.streams, s.client, s.chunk, s.codec)
+	case "aac":
+		return fmt.Sprintf("%d × %s %s AAC in, copied", s.streams, s.client, s.chunk)
 	}
 	return fmt.Sprintf("%d × %s %s, %s", s.streams, s.client, s.chunk, s.codec)
 }
@@ -82,6 +85,7 @@ type env struct {
 	publisher string // binary
 	audio     []byte
 	pcm       []byte        // the same signal as PCM; nil when no scenario needs it
+	adts      []byte        // the same signal as AAC in ADTS; nil when no scenario needs it
 	rampPer   time.Duration // between stream starts
 	seconds   int           // the shortest stream
 	http      *http.Client
@@ -103,8 +107,11 @@ func (e env) run(sc scenario) (*outcome, error) {
 	audio := e.audio
 	cs := chunks(audio, sc.chunk)
 	query := ""
-	if sc.format == "pcm" {
+	switch sc.format {
+	case "pcm":
 		cs, query = pcmChunks(e.pcm, sc.chunk), pcmQuery
+	case "aac":
+		cs, query = adtsChunks(e.adts, sc.chunk), "&format=aac"
 	}
 	for len(cs) > 0 && cs[len(cs)-1].to > need {
 		cs = cs[:len(cs)-1]
@@ -151,7 +158,7 @@ func (e env) run(sc scenario) (*outcome, error) {
 		return nil, fmt.Errorf("%s: %d s streams leave no steady window after a %s ramp", sc, sc.seconds, sc.ramp)
 	}
 	tagDur := time.Second * aacSamples / rate
-	if sc.codec == "copy" {
+	if sc.codec == "copy" && sc.format == "mp3" {
 		tagDur = time.Second * mp3Samples / rate
 	}
 	for i := range all {
