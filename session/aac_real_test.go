@@ -27,6 +27,7 @@ func TestFFmpegCopiesAACFromFLV(t *testing.T) {
 		{8000, 1, "aac_main", "Main"},
 		{24000, 6, "aac_ltp", "LTP"},
 		{96000, 2, "aac_low", "LC"},
+		{48000, 8, "aac_low", "LC"}, // 7.1: channel configuration 7
 	} {
 		t.Run(fmt.Sprint(tc.rate, tc.channels, tc.profile), func(t *testing.T) {
 			t.Parallel()
@@ -83,6 +84,9 @@ func TestAACSilenceIsEncodedOnceInTheStreamsConfiguration(t *testing.T) {
 	c := newAACSilence("ffmpeg", nil, quietLog())
 	defer c.close()
 	configs := []adtsConfig{lc16Mono, lc44Stereo, {profile: 0, rateIdx: 11, channels: 1}, {profile: 1, rateIdx: 3, channels: 6}, {profile: 3, rateIdx: 6, channels: 2}}
+	for ch := byte(3); ch <= 7; ch++ { // every layout
+		configs = append(configs, adtsConfig{profile: 1, rateIdx: 3, channels: ch})
+	}
 	for _, cfg := range configs {
 		if c.frame(cfg) != nil {
 			t.Fatal("a frame before any encode")

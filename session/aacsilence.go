@@ -106,7 +106,8 @@ func (a *aacSilence) close() {
 var aacEncoderProfiles = map[byte]string{0: "aac_main", 1: "aac_low", 3: "aac_ltp"}
 
 // aacLayouts names ffmpeg's channel layout for each channel configuration.
-var aacLayouts = map[byte]string{1: "mono", 2: "stereo", 3: "3.0", 4: "4.0", 5: "5.0", 6: "5.1", 7: "7.1(wide)"}
+// With 13 rates and 4 profiles, they bound the cache to a few hundred frames.
+var aacLayouts = map[byte]string{1: "mono", 2: "stereo", 3: "3.0", 4: "4.0", 5: "5.0", 6: "5.1", 7: "7.1"}
 
 // silenceFrames is how many frames are encoded; one after the encoder's
 // priming is kept.
