@@ -54,8 +54,12 @@ func requestFormat(r *http.Request) (f streamFormat, binary bool, err error) {
 	var ctype string
 	var params map[string]string
 	if v := r.Header.Get("Content-Type"); v != "" {
-		if ctype, params, err = mime.ParseMediaType(v); err != nil {
-			return f, false, &badRequest{"unreadable Content-Type: " + err.Error()}
+		var perr error
+		if ctype, params, perr = mime.ParseMediaType(v); perr != nil {
+			if _, bin := binaryFormat(ctype); bin {
+				return f, false, &badRequest{"unreadable Content-Type: " + perr.Error()}
+			}
+			ctype, params = "", nil // a legacy client's sloppy label on base64, never read before
 		}
 	}
 	f.name, binary = binaryFormat(ctype)
