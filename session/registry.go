@@ -104,12 +104,30 @@ type Source struct {
 	// Overrides apply to the session this writer starts, if it starts
 	// one (an on_publish answer); nil changes nothing.
 	Overrides *Overrides
+	// Approve, when set, is asked (outside every lock) before this writer
+	// starts a stream, unless Approved says its request was asked already;
+	// it returns the new stream's Overrides. An approval starts one stream.
+	Approve  func(context.Context) (*Overrides, error)
+	Approved bool
+}
+
+// errApprove: the writer would start a stream it was not approved for.
+var errApprove = errors.New("a new stream needs approval")
+
+// approve asks src's Approve for a stream about to start.
+func (src *Source) approve(ctx context.Context) error {
+	ov, err := src.Approve(ctx)
+	if err != nil {
+		return err
+	}
+	src.Overrides, src.Approved = ov, true
+	return nil
 }
 
 // Write appends one chunk (a legacy POST) to id's stream, creating the
 // session if there is none. It returns once the bytes are in ffmpeg's stdin.
 func (r *Registry) Write(ctx context.Context, id string, src Source, p []byte) (Result, error) {
-	res, _, err := r.writeTo(ctx, id, src, p, nil)
+	res, _, err := r.writeTo(ctx, id, &src, p, nil)
 	return res, err
 }
 
@@ -127,7 +145,13 @@ func (r *Registry) WriteSeq(ctx context.Context, id string, src Source, c SeqChu
 		if r.endedRetry(id, k) {
 			return SeqResult{Duplicate: true}, nil
 		}
-		s, err := r.acquire(id, nil, src)
+		s, err := r.acquire(id, nil, &src)
+		if err == errApprove {
+			if err = src.approve(ctx); err == nil {
+				attempt--
+				continue
+			}
+		}
 		if err != nil {
 			return SeqResult{}, err
 		}
@@ -164,7 +188,7 @@ func (r *Registry) End(id string, cause Cause) bool {
 }
 
 // writeTo is write, also returning the session written to.
-func (r *Registry) writeTo(ctx context.Context, id string, src Source, p []byte, pub *Publisher) (Result, *Session, error) {
+func (r *Registry) writeTo(ctx context.Context, id string, src *Source, p []byte, pub *Publisher) (Result, *Session, error) {
 	if !ValidID(id) {
 		return Result{}, nil, ErrInvalidID
 	}
@@ -173,10 +197,16 @@ func (r *Registry) writeTo(ctx context.Context, id string, src Source, p []byte,
 	// make them, and the caller hears about it.
 	for attempt := 0; ; attempt++ {
 		s, err := r.acquire(id, pub, src)
+		if err == errApprove {
+			if err = src.approve(ctx); err == nil {
+				attempt--
+				continue
+			}
+		}
 		if err != nil {
 			return Result{}, nil, err
 		}
-		res, err := s.write(ctx, src, p, pub == nil)
+		res, err := s.write(ctx, *src, p, pub == nil)
 		if why := s.revocation(); err == errEnded && why != nil {
 			return res, s, why // revoked: not a reason to start the stream again
 		}
@@ -191,8 +221,9 @@ func (r *Registry) writeTo(ctx context.Context, id string, src Source, p []byte,
 }
 
 // acquire returns id's session for src's format, creating it with src's
-// overrides if needed.
-func (r *Registry) acquire(id string, pub *Publisher, src Source) (*Session, error) {
+// overrides if needed (errApprove if src must be approved first; the
+// approval is spent on the new session).
+func (r *Registry) acquire(id string, pub *Publisher, src *Source) (*Session, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed {
@@ -207,7 +238,7 @@ func (r *Registry) acquire(id string, pub *Publisher, src Source) (*Session, err
 	if holder := r.claims[id]; holder != nil && holder != pub {
 		return nil, fmt.Errorf("%w (%s from %s)", ErrBusy, holder.src.Transport, holder.src.Remote)
 	}
-	cfg, err := r.cfg.forSource(src)
+	cfg, err := r.cfg.forSource(*src)
 	if err != nil {
 		return nil, err
 	}
@@ -222,7 +253,11 @@ func (r *Registry) acquire(id string, pub *Publisher, src Source) (*Session, err
 	if r.cfg.MaxSessions > 0 && len(r.running) >= r.cfg.MaxSessions {
 		return nil, ErrAtCapacity
 	}
+	if src.Approve != nil && !src.Approved {
+		return nil, errApprove
+	}
 	s := newSession(id, src.Overrides.apply(cfg), r.log, &r.draining)
+	src.Overrides, src.Approved = nil, false
 	r.sessions[id] = s
 	r.ended.forget(id)
 	r.cfg.Observer.SessionStarted()
@@ -323,7 +358,7 @@ type Publisher struct {
 	kicked chan struct{}
 	why    error
 
-	mu   sync.Mutex // guards last
+	mu   sync.Mutex // guards last and src's approval
 	last *Session   // the session this publisher last wrote to
 }
 
@@ -369,12 +404,16 @@ func (r *Registry) Attach(id string, src Source) (*Publisher, error) {
 
 // Write hands one piece of the stream to the session.
 func (p *Publisher) Write(ctx context.Context, b []byte) (Result, error) {
-	res, s, err := p.r.writeTo(ctx, p.id, p.src, b, p)
+	p.mu.Lock()
+	src := p.src
+	p.mu.Unlock()
+	res, s, err := p.r.writeTo(ctx, p.id, &src, b, p)
+	p.mu.Lock()
+	p.src.Overrides, p.src.Approved = src.Overrides, src.Approved // spent once it started a stream
 	if s != nil {
-		p.mu.Lock()
 		p.last = s
-		p.mu.Unlock()
 	}
+	p.mu.Unlock()
 	return res, err
 }
 

@@ -25,32 +25,47 @@ var credentials = []string{"key", "token", "admin_key"}
 // admit lets a request publish to id: a valid ID, a stream not revoked,
 // credentials for it (unless the hook alone decides), and, when the
 // request would start a stream, the client's rate of new streams and the
-// on_publish hook, whose settings for the new stream it returns. The hook
-// is asked before anything exists for the stream and holds no lock.
-func (s *Server) admit(r *http.Request, id, transport string, format streamFormat) (*session.Overrides, error) {
+// on_publish hook, whose settings for the new stream the returned source
+// carries. The hook is asked before anything exists for the stream and
+// holds no lock; a request that finds the stream live is asked later, by
+// the registry, if its write would start one (the stream ended meanwhile).
+func (s *Server) admit(r *http.Request, id, transport string, format streamFormat) (session.Source, error) {
+	src := format.source(transport, r.RemoteAddr)
 	if err := checkID(id); err != nil {
-		return nil, err
+		return src, err
 	}
 	if s.cfg.Hooks != nil {
 		if err := s.cfg.Hooks.Revoked(id); err != nil {
-			return nil, err
+			return src, err
 		}
 	}
 	if s.cfg.Hooks == nil || !s.cfg.HookOnly {
 		if err := s.authorize(r, id); err != nil {
-			return nil, err
+			return src, err
+		}
+	}
+	var req hooks.Publish
+	if s.cfg.Hooks != nil {
+		req = s.publishRequest(r, id, transport, format)
+		src.Approve = func(ctx context.Context) (*session.Overrides, error) {
+			if err := s.cfg.Hooks.Revoked(id); err != nil {
+				return nil, err
+			}
+			return s.cfg.Hooks.Publish(ctx, req)
 		}
 	}
 	if _, live := s.reg.Info(id); live {
-		return nil, nil
+		return src, nil
 	}
 	if err := s.allowNewSession(r, id); err != nil {
-		return nil, err
+		return src, err
 	}
-	if s.cfg.Hooks == nil {
-		return nil, nil
+	if src.Approve == nil {
+		return src, nil
 	}
-	return s.cfg.Hooks.Publish(r.Context(), s.publishRequest(r, id, transport, format))
+	ov, err := s.cfg.Hooks.Publish(r.Context(), req)
+	src.Overrides, src.Approved = ov, err == nil
+	return src, err
 }
 
 // publishRequest describes a request that would start id's stream.

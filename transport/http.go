@@ -398,7 +398,7 @@ func (s *Server) handleBase64(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	ov, err := s.admit(r, id, "base64", format)
+	src, err := s.admit(r, id, "base64", format)
 	if err != nil {
 		return err
 	}
@@ -409,8 +409,6 @@ func (s *Server) handleBase64(w http.ResponseWriter, r *http.Request) error {
 	if err := s.readChunk(w, r, buf, binary); err != nil {
 		return err
 	}
-	src := format.source("base64", r.RemoteAddr)
-	src.Overrides = ov
 	end := q.Get("end") == "1"
 	if numbered == nil {
 		if _, err := s.reg.Write(r.Context(), id, src, buf.Bytes()); err != nil {
@@ -481,12 +479,10 @@ func (s *Server) handleLive(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	ov, err := s.admit(r, id, "upload", format)
+	src, err := s.admit(r, id, "upload", format)
 	if err != nil {
 		return err
 	}
-	src := format.source("upload", r.RemoteAddr)
-	src.Overrides = ov
 	pub, err := s.reg.Attach(id, src)
 	if err != nil {
 		return err

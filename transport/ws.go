@@ -119,14 +119,12 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) error {
 	// answer must find the ID free, not busy with its own old connection.
 	conn.SetCloseHandler(func(code int, _ string) error { c.peerClose = code; return nil })
 	format, err := queryFormat(r.URL.Query())
-	var ov *session.Overrides
+	var src session.Source
 	if err == nil {
-		ov, err = s.admit(r, id, "websocket", format)
+		src, err = s.admit(r, id, "websocket", format)
 	}
 	if err == nil {
 		c.log = c.log.WithField("id", id)
-		src := format.source("websocket", r.RemoteAddr)
-		src.Overrides = ov
 		c.pub, err = s.reg.Attach(id, src)
 	}
 	go c.writeLoop()
