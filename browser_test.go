@@ -149,7 +149,9 @@ func recordInBrowser(t *testing.T, ctx context.Context, pageURL string, seconds 
 	if errText := evalString(t, ctx, "document.getElementById('error').hidden ? '' : document.getElementById('error').textContent"); errText != "" {
 		t.Errorf("the page shows an error: %q", errText)
 	}
-	if err := chromedp.Do(ctx, chromedp.Click(chromedp.ID("stop"))); err != nil {
+	// The button's own click: a mouse click at its coordinates missed it
+	// on a loaded machine (the page went on streaming).
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`(document.getElementById('stop').click(), true)`)); err != nil {
 		t.Fatal(err)
 	}
 	got := captured(t, ctx)

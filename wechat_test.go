@@ -35,13 +35,25 @@ func TestWeChatMiniProgram(t *testing.T) {
 		t.Fatal(err)
 	}
 	sent := session.MP3Duration(mp3)
+	// The recorder's PCM frames: 16 kHz mono s16le.
+	pcm := makePCM(t, 10, 16000, 1)
+	pcmFile := filepath.Join(t.TempDir(), "mic.pcm")
+	if err := os.WriteFile(pcmFile, pcm, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pcmSent := time.Duration(len(pcm)/2) * time.Second / 16000
 
-	for _, tc := range []struct{ name, id string }{
-		{"websocket", "wx-ws"},
-		{"post", "wx-post"},
-		{"socket dropped", "wx-drop"},
-		{"recorder restart", "wx-restart"},
-		{"background", "wx-background"},
+	for _, tc := range []struct {
+		name, id string
+		pcm      bool
+	}{
+		{"websocket", "wx-ws", false},
+		{"post", "wx-post", false},
+		{"socket dropped", "wx-drop", false},
+		{"recorder restart", "wx-restart", false},
+		{"background", "wx-background", false},
+		{"pcm websocket", "wx-pcm-ws", true},
+		{"pcm post", "wx-pcm-post", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -49,7 +61,8 @@ func TestWeChatMiniProgram(t *testing.T) {
 			cmd.Dir = wechatExample
 			cmd.Env = append(os.Environ(),
 				"PUBLISHER_URL="+pub.URL, "PUBLISHER_KEY=secret", "WECHAT_ID="+tc.id,
-				"WECHAT_MP3="+file, fmt.Sprintf("WECHAT_MP3_SECONDS=%.6f", sent.Seconds()))
+				"WECHAT_MP3="+file, fmt.Sprintf("WECHAT_MP3_SECONDS=%.6f", sent.Seconds()),
+				"WECHAT_PCM="+pcmFile, fmt.Sprintf("WECHAT_PCM_SECONDS=%.6f", pcmSent.Seconds()))
 			start := time.Now()
 			out, err := cmd.CombinedOutput()
 			if err != nil || !regexp.MustCompile(`(?m)^# pass 1$`).Match(out) {
@@ -57,7 +70,11 @@ func TestWeChatMiniProgram(t *testing.T) {
 				t.Fatalf("node test %q: %v\n%s", tc.name, err, out)
 			}
 			t.Logf("node test %q passed in %s", tc.name, time.Since(start).Round(time.Millisecond))
-			checkArrived(t, rtmp, pub, tc.id, sent)
+			if tc.pcm {
+				checkArrived(t, rtmp, pub, tc.id, pcmSent)
+			} else {
+				checkArrived(t, rtmp, pub, tc.id, sent)
+			}
 		})
 	}
 }

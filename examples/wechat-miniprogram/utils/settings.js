@@ -21,8 +21,7 @@ const ENCODE_BITRATES = {
 const MAX_RECORDING = 10 * 60 * 1000;
 
 // FORMATS: what the recorder is asked for, what the server is told, and
-// how a chunk is measured. The server takes format=pcm once its PCM input
-// is in (see README "formats"): listing 'pcm' in the page is then enough.
+// how a chunk is measured (README "Audio formats").
 const FORMATS = {
   mp3: {
     recorder: 'mp3',
