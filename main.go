@@ -91,6 +91,9 @@ type Config struct {
 	HookFail        string
 	HookSecret      string
 	HookOnly        bool
+	AudioRate       int
+	AudioChannels   int
+	Video           string
 }
 
 // parseConfig reads flags, then fills every flag not given on the command
@@ -130,6 +133,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.DurationVar(&c.GapFill, "gap-fill", time.Second, "feed silence after this long without client audio, keeping the publish alive; 0 turns it off")
 	fs.StringVar(&c.Buffer, "buffer", "10s", "audio held per stream while its ffmpeg restarts: a duration (10s) or a size (512KiB, 1MiB)")
 	fs.Var(&c.Outputs, "output", "output URL template, {id} replaced (as -rtmp); repeat for restreams: the first is the primary, each other one gets the stream best-effort. Given, it replaces -rtmp. In the environment, separated by spaces")
+	fs.IntVar(&c.AudioRate, "audio-rate", 0, "published sample rate, e.g. 44100 or 48000 (what YouTube, Facebook and Twitch expect); 0 keeps the input's")
+	fs.IntVar(&c.AudioChannels, "audio-channels", 0, "published channels (1 or 2); 0 keeps the input's")
+	fs.StringVar(&c.Video, "video", "none", "video track for ingests that require one: none, black, or image:FILE (a still picture), H.264 at 5 fps with a keyframe every 2 s")
 	fs.StringVar(&c.TLSCA, "tls-ca", "", "PEM file of the CAs that rtmps:// servers' certificates are checked against (a private CA); empty: the system's")
 	fs.DurationVar(&c.SeqWait, "seq-wait", session.DefaultSeqWait, "how long a numbered /base64 chunk (seq=) waits for a missing predecessor")
 	fs.DurationVar(&c.HeaderTimeout, "header-timeout", 10*time.Second, "time for a client to send its request headers (against slowloris)")
@@ -184,6 +190,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 		return c, errors.New("-drain-delay and -gap-fill must not be negative, -stall-timeout must be positive")
 	}
 	if _, _, err := parseBuffer(c.Buffer); err != nil {
+		return c, err
+	}
+	if err := checkPlatformFlags(c); err != nil {
 		return c, err
 	}
 	if c.TLSCA != "" {
@@ -343,12 +352,15 @@ func serveUntil(ctx, hurry context.Context, cfg Config, ln net.Listener, log *lo
 		Observer: mets,
 		Watcher:  watcher,
 		FFmpeg: ffpipe.Config{
-			Binary:       ffmpegPath,
-			AudioCodec:   cfg.AudioCodec,
-			AudioBitrate: cfg.AudioBitrate,
-			Nice:         cfg.FFmpegNice,
-			Launcher:     launcher,
-			TLSCA:        cfg.TLSCA,
+			Binary:         ffmpegPath,
+			AudioCodec:     cfg.AudioCodec,
+			AudioBitrate:   cfg.AudioBitrate,
+			Nice:           cfg.FFmpegNice,
+			Launcher:       launcher,
+			TLSCA:          cfg.TLSCA,
+			OutputRate:     cfg.AudioRate,
+			OutputChannels: cfg.AudioChannels,
+			Video:          cfg.Video,
 		},
 		RTMPBase:     cfg.RTMP,
 		Route:        cfg.Outputs.route(),

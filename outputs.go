@@ -1,6 +1,8 @@
 package main
 
 import (
+	"fmt"
+	"os"
 	"strings"
 
 	"ffmpeg-publisher/internal/redact"
@@ -43,4 +45,26 @@ func (o outputList) shown(rtmp string) string {
 		shown[i] = redact.URL(session.Target(t, "{id}"), "{id}")
 	}
 	return strings.Join(shown, " ")
+}
+
+// checkPlatformFlags validates -audio-rate, -audio-channels and -video.
+func checkPlatformFlags(c Config) error {
+	switch c.AudioRate {
+	case 0, 8000, 11025, 16000, 22050, 24000, 32000, 44100, 48000:
+	default:
+		return fmt.Errorf("-audio-rate must be an AAC sample rate such as 44100 or 48000 (or 0), not %d", c.AudioRate)
+	}
+	if c.AudioChannels < 0 || c.AudioChannels > 2 {
+		return fmt.Errorf("-audio-channels must be 1, 2 or 0, not %d", c.AudioChannels)
+	}
+	switch file, isImage := strings.CutPrefix(c.Video, "image:"); {
+	case c.Video == "none" || c.Video == "black":
+	case isImage:
+		if _, err := os.Stat(file); err != nil {
+			return fmt.Errorf("-video: %w", err)
+		}
+	default:
+		return fmt.Errorf(`-video must be none, black or image:FILE, not %q`, c.Video)
+	}
+	return nil
 }

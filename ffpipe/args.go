@@ -54,6 +54,14 @@ type Config struct {
 	// ffmpeg; a restream that fails is retried by ffmpeg itself, and
 	// Proc.Outputs tells its state. Empty: Target alone, without tee.
 	Also []string
+	// OutputRate and OutputChannels are the published audio's sample rate
+	// (-ar: 44100, 48000) and channels (-ac); 0 keeps the input's. Either
+	// means encoding, even with AudioCodec "copy".
+	OutputRate     int
+	OutputChannels int
+	// Video is the video track: "" or "none" for none, "black", or
+	// "image:FILE" for a still picture (see videoArgs).
+	Video string
 	// TLSCA is a PEM file of the CAs rtmps:// servers' certificates are
 	// checked against; "" means the system's.
 	TLSCA string
@@ -118,9 +126,29 @@ func Args(cfg Config) []string {
 	if cfg.Channels > 0 {
 		args = append(args, "-ac", strconv.Itoa(cfg.Channels))
 	}
-	args = append(args, "-i", "pipe:0", "-vn", "-c:a", codec)
+	args = append(args, "-i", "pipe:0")
+	if codec == "copy" && (cfg.OutputRate > 0 || cfg.OutputChannels > 0) {
+		codec = "aac"
+	}
+	video := videoArgs(cfg.Video, len(cfg.Also) > 0)
+	if video == nil {
+		args = append(args, "-vn")
+	} else {
+		args = append(args, video.inputs...)
+		args = append(args, video.graph...)
+	}
+	args = append(args, "-c:a", codec)
 	if codec != "copy" {
 		args = append(args, "-b:a", orDefault(cfg.AudioBitrate, "64k"))
+		if cfg.OutputRate > 0 {
+			args = append(args, "-ar", strconv.Itoa(cfg.OutputRate))
+		}
+		if cfg.OutputChannels > 0 {
+			args = append(args, "-ac", strconv.Itoa(cfg.OutputChannels))
+		}
+	}
+	if video != nil {
+		args = append(args, video.codec...)
 	}
 	args = append(args,
 		"-progress", "pipe:"+strconv.Itoa(progressFD), "-stats_period", "0.5",
@@ -134,7 +162,10 @@ func Args(cfg Config) []string {
 	for i, url := range outs {
 		slaves[i] = outputFor(url, cfg.OutputFormat, cfg.TLSCA).teeSlave(i == 0)
 	}
-	return append(args, "-map", "0:a", "-f", "tee", strings.Join(slaves, "|"))
+	if video == nil {
+		args = append(args, "-map", "0:a") // with video, videoArgs maps both
+	}
+	return append(args, "-f", "tee", strings.Join(slaves, "|"))
 }
 
 // Outputs lists every output URL, Target first.

@@ -51,6 +51,7 @@ func TestArgs(t *testing.T) {
 		"-probesize", "32", "-analyzeduration", "0"}
 	tail := []string{"-progress", "pipe:3", "-stats_period", "0.5", "-flush_packets", "1"}
 	aac := []string{"-f", "mp3", "-i", "pipe:0", "-vn", "-c:a", "aac", "-b:a", "64k"}
+	video := []string{"-c:v", "libx264", "-preset", "ultrafast", "-tune", "stillimage,zerolatency", "-g", "10", "-keyint_min", "10", "-sc_threshold", "0"}
 	// Escaped once for the slave's options, once more for the tee's list.
 	fifo := `attempt_recovery\\=1\\:recover_any_error\\=1\\:max_recovery_attempts\\=0\\:recovery_wait_time\\=2\\:drop_pkts_on_overflow\\=1`
 	cat := func(parts ...[]string) []string {
@@ -91,6 +92,18 @@ func TestArgs(t *testing.T) {
 				"[f=flv:tcp_nodelay=1:flvflags=no_duration_filesize]rtmp://a/live/x" +
 					"|[f=mpegts:onfail=ignore:use_fifo=1:fifo_options=" + fifo + ":pes_payload_size=0]srt://b:1" +
 					"|[f=flv:onfail=ignore:use_fifo=1:fifo_options=" + fifo + ":tcp_nodelay=1:tls_verify=1:ca_file=/ca:flvflags=no_duration_filesize]rtmps://c/app/x"})},
+		{"platform-ready: 48 kHz stereo and a black video", Config{Target: "rtmp://h/live/a", OutputRate: 48000, OutputChannels: 2, Video: "black"}, cat(base,
+			[]string{"-f", "mp3", "-i", "pipe:0",
+				"-filter_complex", "[0:a]aresample=8000,aformat=channel_layouts=mono,showwaves=s=320x180:n=5:colors=black@0,format=yuv420p[v]", "-map", "0:a", "-map", "[v]",
+				"-c:a", "aac", "-b:a", "64k", "-ar", "48000", "-ac", "2"}, video, tail,
+			[]string{"-f", "flv", "-tcp_nodelay", "1", "-flvflags", "no_duration_filesize", "rtmp://h/live/a"})},
+		{"a picture, restreamed: global headers, no second map", Config{Target: "rtmp://h/live/a", Also: []string{"rtmp://r/live/a"}, AudioCodec: "copy", OutputRate: 44100, Video: "image:/p/cover.png"}, cat(base,
+			[]string{"-f", "mp3", "-i", "pipe:0", "-i", "/p/cover.png",
+				"-filter_complex", "[0:a]aresample=8000,aformat=channel_layouts=mono,showwaves=s=320x180:n=5:colors=black@0[w];[1:v]scale=320:180:force_original_aspect_ratio=decrease,pad=320:180:-1:-1,format=rgba[i];[w][i]overlay=eof_action=repeat,format=yuv420p[v]",
+				"-map", "0:a", "-map", "[v]",
+				"-c:a", "aac", "-b:a", "64k", "-ar", "44100"}, video, []string{"-flags:v", "+global_header"}, tail,
+			[]string{"-f", "tee", "[f=flv:tcp_nodelay=1:flvflags=no_duration_filesize]rtmp://h/live/a" +
+				"|[f=flv:onfail=ignore:use_fifo=1:fifo_options=" + fifo + ":tcp_nodelay=1:flvflags=no_duration_filesize]rtmp://r/live/a"})},
 		{"tee escapes its separators", Config{Target: "rtmp://a/live/x?k=a|b", Also: []string{"rtmps://c/x"}, TLSCA: `/my:ca]'s\`}, cat(base, aac, tail,
 			[]string{"-map", "0:a", "-f", "tee",
 				`[f=flv:tcp_nodelay=1:flvflags=no_duration_filesize]rtmp://a/live/x?k=a\|b` +
