@@ -34,8 +34,9 @@ type Target struct {
 }
 
 // New prepares the redaction of target, whose path names the live ID id.
-// An id that is "" or absent from the path is taken to be the path's last
-// segment. A target without "://" (a file) is shown as it is.
+// An id that is "" is taken to be the path's last segment; a path without
+// id is hidden whole (it may be a key). A target without "://" (a file) is
+// shown as it is.
 func New(target, id string) *Target { return All(id, target) }
 
 // All prepares the redaction of every target of one stream: Line hides the
@@ -132,7 +133,8 @@ func hide(target, id string, repl map[string]string) string {
 
 // splitAtID cuts path+query after the live ID: the last path segment that
 // starts with id (a CDN template may follow the ID with a key in the same
-// segment), else the last segment.
+// segment). A path without id is hidden whole; without an id, the last
+// segment is taken for it.
 func splitAtID(pathQuery, id string) (keep, tail string) {
 	path := pathQuery
 	if i := strings.IndexAny(pathQuery, "?#"); i >= 0 {
@@ -143,9 +145,11 @@ func splitAtID(pathQuery, id string) (keep, tail string) {
 	}
 	end := -1
 	if id != "" {
-		if i := strings.LastIndex(path, "/"+id); i >= 0 {
-			end = i + 1 + len(id)
+		i := strings.LastIndex(path, "/"+id)
+		if i < 0 {
+			return "", pathQuery // a path without the ID names something else, such as a platform's key
 		}
+		end = i + 1 + len(id)
 	}
 	if end < 0 {
 		end = len(strings.TrimRight(path, "/"))

@@ -14,7 +14,7 @@ func TestURL(t *testing.T) {
 		{"rtmp://user:pass@h/live/room1", "room1", "rtmp://…@h/live/room1"},
 		{"rtmp://u:p%40ss@h/live/room1/K?a=b", "room1", "rtmp://…@h/live/room1…"},
 		{"rtmp://h/live/room1?a=1", "", "rtmp://h/live/room1…"},        // no ID: the last segment
-		{"rtmp://h/live/other?a=1", "room1", "rtmp://h/live/other…"},   // ID absent: the last segment
+		{"rtmp://h/live/other?a=1", "room1", "rtmp://h…"},              // ID absent: the path may be a key (a platform's URL)
 		{"rtmp://h/room1/room1?k=v", "room1", "rtmp://h/room1/room1…"}, // the ID is the last match
 		{"rtmp://h/live/{id}?secret=x", "{id}", "rtmp://h/live/{id}…"}, // a template, for the startup log
 		{"rtmp://h/live/{id}", "{id}", "rtmp://h/live/{id}"},           // nothing to hide
