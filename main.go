@@ -94,6 +94,7 @@ type Config struct {
 	AudioRate       int
 	AudioChannels   int
 	Video           string
+	OutputsFile     string
 }
 
 // parseConfig reads flags, then fills every flag not given on the command
@@ -136,6 +137,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.IntVar(&c.AudioRate, "audio-rate", 0, "published sample rate, e.g. 44100 or 48000 (what YouTube, Facebook and Twitch expect); 0 keeps the input's")
 	fs.IntVar(&c.AudioChannels, "audio-channels", 0, "published channels (1 or 2); 0 keeps the input's")
 	fs.StringVar(&c.Video, "video", "none", "video track for ingests that require one: none, black, or image:FILE (a still picture), H.264 at 5 fps with a keyframe every 2 s")
+	fs.StringVar(&c.OutputsFile, "outputs-file", "", "file of rules \"PATTERN URL [URL...]\" sending matching IDs to their outputs ({id} replaced), reread on SIGHUP; an ID no rule matches goes to -output or -rtmp")
 	fs.StringVar(&c.TLSCA, "tls-ca", "", "PEM file of the CAs that rtmps:// servers' certificates are checked against (a private CA); empty: the system's")
 	fs.DurationVar(&c.SeqWait, "seq-wait", session.DefaultSeqWait, "how long a numbered /base64 chunk (seq=) waits for a missing predecessor")
 	fs.DurationVar(&c.HeaderTimeout, "header-timeout", 10*time.Second, "time for a client to send its request headers (against slowloris)")
@@ -326,6 +328,10 @@ func serveUntil(ctx, hurry context.Context, cfg Config, ln net.Listener, log *lo
 	if err != nil {
 		return fmt.Errorf("ffmpeg not found (-ffmpeg %q): %w", cfg.FFmpeg, err)
 	}
+	route, err := newRoute(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
 	if cfg.HookOnly {
 		log.Info("-hook-only: the on_publish hook alone decides who publishes")
 	} else if cfg.Key == "testkey" {
@@ -363,7 +369,7 @@ func serveUntil(ctx, hurry context.Context, cfg Config, ln net.Listener, log *lo
 			Video:          cfg.Video,
 		},
 		RTMPBase:     cfg.RTMP,
-		Route:        cfg.Outputs.route(),
+		Route:        route,
 		IdleTimeout:  cfg.IdleTimeout,
 		MaxSessions:  cfg.MaxSessions,
 		StallTimeout: cfg.StallTimeout,

@@ -1,12 +1,18 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 
 	"ffmpeg-publisher/internal/redact"
+	"ffmpeg-publisher/routing"
 	"ffmpeg-publisher/session"
+
+	"github.com/sirupsen/logrus"
 )
 
 // outputList is -output, given once per output; a value with spaces (the
@@ -67,4 +73,48 @@ func checkPlatformFlags(c Config) error {
 		return fmt.Errorf(`-video must be none, black or image:FILE, not %q`, c.Video)
 	}
 	return nil
+}
+
+// newRoute gives each ID its outputs: -outputs-file's rule for it, else
+// -output's templates; nil (then -rtmp) without either. The file is read
+// now and again at each SIGHUP until ctx ends.
+func newRoute(ctx context.Context, cfg Config, log *logrus.Entry) (func(id string) []string, error) {
+	templates := cfg.Outputs.route()
+	if cfg.OutputsFile == "" {
+		return templates, nil
+	}
+	file, err := routing.Open(cfg.OutputsFile)
+	if err != nil {
+		return nil, fmt.Errorf("-outputs-file: %w", err)
+	}
+	go reloadOnHUP(ctx, file, log)
+	return func(id string) []string {
+		if outs := file.OutputsFor(id); outs != nil {
+			return outs
+		}
+		if templates != nil {
+			return templates(id)
+		}
+		return nil
+	}, nil
+}
+
+// reloadOnHUP rereads the routing file at each SIGHUP until ctx ends;
+// streams that start afterwards use it.
+func reloadOnHUP(ctx context.Context, file *routing.File, log *logrus.Entry) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-hup:
+			if t, err := file.Reload(); err != nil {
+				log.WithError(err).Error("routing file not reloaded: the previous rules stay")
+			} else {
+				log.WithField("rules", t.Rules()).Info("routing file reloaded: new streams follow it")
+			}
+		case <-ctx.Done():
+			return
+		}
+	}
 }

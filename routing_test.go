@@ -1,0 +1,72 @@
+package main
+
+import (
+	"encoding/base64"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"ffmpeg-publisher/internal/rtmptest"
+)
+
+// -outputs-file routes IDs to outputs, and a SIGHUP rereads it: a stream
+// started after the reload goes where the new rules say. Two streams of
+// 2 s; about 8 s.
+func TestOutputsFileReloadedOnSIGHUP(t *testing.T) {
+	t.Parallel()
+	rtmptest.Require(t, "ffmpeg", "nginx")
+	a, b := rtmptest.Start(t), rtmptest.Start(t)
+	file := filepath.Join(t.TempDir(), "outputs")
+	if err := os.WriteFile(file, []byte("# studio streams\nroom* "+a.URL+"/{id}?key=ROUTEKEY\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logs := &serverLog{}
+	cmd, url := startProcessLogged(t, freeAddr(t), logs, "-outputs-file", file, "-rtmp", "rtmp://127.0.0.1:1/none")
+	audio := rtmptest.MP3(t, 2.016, 16000, 1, "32k", true)
+	postStream(t, url, "room1", audio)
+	a.WaitRecorded(t, "room1", 1)
+
+	if err := os.WriteFile(file, []byte("room* "+b.URL+"/{id}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Process.Signal(syscall.SIGHUP)
+	for deadline := time.Now().Add(10 * time.Second); !logs.has("routing file reloaded"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no reload logged after SIGHUP")
+		}
+	}
+	postStream(t, url, "room2", audio)
+	b.WaitRecorded(t, "room2", 1)
+	if n := a.PublishCount("room2"); n != 0 {
+		t.Errorf("room2 went to the old output too (%d publishes)", n)
+	}
+	if logs.has("ROUTEKEY") {
+		t.Error("the server logged the routed output's key")
+	}
+}
+
+// postStream sends audio as base64 POSTs of 504 ms at real-time pace, the
+// last with end=1.
+func postStream(t *testing.T, url, id string, audio []byte) {
+	t.Helper()
+	chunks := splitEvery(audio, 14*144)
+	paced(len(chunks), 504*time.Millisecond, func(i int) {
+		q := url + "/base64?key=secret&id=" + id
+		if i == len(chunks)-1 {
+			q += "&end=1"
+		}
+		resp, err := http.Post(q, "text/plain", strings.NewReader(base64.StdEncoding.EncodeToString(chunks[i])))
+		if err != nil {
+			t.Errorf("chunk %d: %v", i, err)
+			return
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Errorf("chunk %d of %s: %d", i, id, resp.StatusCode)
+		}
+	})
+}
