@@ -95,6 +95,8 @@ type Config struct {
 	AudioChannels   int
 	Video           string
 	OutputsFile     string
+	RecordDir       string
+	RecordKeep      time.Duration
 }
 
 // parseConfig reads flags, then fills every flag not given on the command
@@ -138,6 +140,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.IntVar(&c.AudioChannels, "audio-channels", 0, "published channels (1 or 2); 0 keeps the input's")
 	fs.StringVar(&c.Video, "video", "none", "video track for ingests that require one: none, black, or image:FILE (a still picture), H.264 at 5 fps with a keyframe every 2 s")
 	fs.StringVar(&c.OutputsFile, "outputs-file", "", "file of rules \"PATTERN URL [URL...]\" sending matching IDs to their outputs ({id} replaced), reread on SIGHUP; an ID no rule matches goes to -output or -rtmp")
+	fs.StringVar(&c.RecordDir, "record-dir", "", "also write every stream to this directory, a file per publish attempt named by ID and start time (fragmented MP4: .m4a, .mp4 with -video); a slow or full disk never holds up the outputs")
+	fs.DurationVar(&c.RecordKeep, "record-keep", 0, "delete recordings older than this (168h: a week), checked hourly; 0 keeps them")
 	fs.StringVar(&c.TLSCA, "tls-ca", "", "PEM file of the CAs that rtmps:// servers' certificates are checked against (a private CA); empty: the system's")
 	fs.DurationVar(&c.SeqWait, "seq-wait", session.DefaultSeqWait, "how long a numbered /base64 chunk (seq=) waits for a missing predecessor")
 	fs.DurationVar(&c.HeaderTimeout, "header-timeout", 10*time.Second, "time for a client to send its request headers (against slowloris)")
@@ -332,6 +336,9 @@ func serveUntil(ctx, hurry context.Context, cfg Config, ln net.Listener, log *lo
 	if err != nil {
 		return err
 	}
+	if err := startArchive(ctx, cfg, log); err != nil {
+		return err
+	}
 	if cfg.HookOnly {
 		log.Info("-hook-only: the on_publish hook alone decides who publishes")
 	} else if cfg.Key == "testkey" {
@@ -370,6 +377,7 @@ func serveUntil(ctx, hurry context.Context, cfg Config, ln net.Listener, log *lo
 		},
 		RTMPBase:     cfg.RTMP,
 		Route:        route,
+		RecordDir:    cfg.RecordDir,
 		IdleTimeout:  cfg.IdleTimeout,
 		MaxSessions:  cfg.MaxSessions,
 		StallTimeout: cfg.StallTimeout,

@@ -54,6 +54,11 @@ type Config struct {
 	// ffmpeg; a restream that fails is retried by ffmpeg itself, and
 	// Proc.Outputs tells its state. Empty: Target alone, without tee.
 	Also []string
+	// Record is a file the stream is also written to (fragmented MP4,
+	// readable up to its last second if ffmpeg is killed), through a fifo
+	// that drops rather than waits: a slow or full disk never holds up the
+	// outputs; a write error ends the recording only. "" for none.
+	Record string
 	// OutputRate and OutputChannels are the published audio's sample rate
 	// (-ar: 44100, 48000) and channels (-ac); 0 keeps the input's. Either
 	// means encoding, even with AudioCodec "copy".
@@ -130,7 +135,8 @@ func Args(cfg Config) []string {
 	if codec == "copy" && (cfg.OutputRate > 0 || cfg.OutputChannels > 0) {
 		codec = "aac"
 	}
-	video := videoArgs(cfg.Video, len(cfg.Also) > 0)
+	tee := len(cfg.Also) > 0 || cfg.Record != ""
+	video := videoArgs(cfg.Video, tee)
 	if video == nil {
 		args = append(args, "-vn")
 	} else {
@@ -155,12 +161,15 @@ func Args(cfg Config) []string {
 		"-flush_packets", "1",
 	)
 	outs := cfg.Outputs()
-	if len(outs) == 1 {
+	if !tee {
 		return append(args, outputFor(outs[0], cfg.OutputFormat, cfg.TLSCA).args()...)
 	}
 	slaves := make([]string, len(outs))
 	for i, url := range outs {
 		slaves[i] = outputFor(url, cfg.OutputFormat, cfg.TLSCA).teeSlave(i == 0)
+	}
+	if cfg.Record != "" {
+		slaves = append(slaves, recordSlave(cfg.Record))
 	}
 	if video == nil {
 		args = append(args, "-map", "0:a") // with video, videoArgs maps both

@@ -125,3 +125,13 @@ func teeEscape(s, special string) string {
 	}
 	return b.String()
 }
+
+// recordSlave is the tee slave of the archive file: fragmented MP4 with a
+// fragment a second, each written out at once (flush_packets), so that a
+// kill loses at most the last second; behind a fifo that drops packets
+// when the disk does not keep up, and no recovery, which would reopen and
+// truncate the file.
+func recordSlave(path string) string {
+	return teeEscape("[f=mp4:onfail=ignore:use_fifo=1:fifo_options="+teeEscape("drop_pkts_on_overflow=1", teeOptSpecial)+
+		":movflags=+empty_moov+default_base_moof:frag_duration=1000000:flush_packets=1]"+path, teeListSpecial)
+}

@@ -104,6 +104,9 @@ func TestArgs(t *testing.T) {
 				"-c:a", "aac", "-b:a", "64k", "-ar", "44100"}, video, []string{"-flags:v", "+global_header"}, tail,
 			[]string{"-f", "tee", "[f=flv:tcp_nodelay=1:flvflags=no_duration_filesize]rtmp://h/live/a" +
 				"|[f=flv:onfail=ignore:use_fifo=1:fifo_options=" + fifo + ":tcp_nodelay=1:flvflags=no_duration_filesize]rtmp://r/live/a"})},
+		{"an archive alone goes through tee", Config{Target: "rtmp://a/live/x", Record: "/rec/x-20261201T000000.000Z.m4a"}, cat(base, aac, tail,
+			[]string{"-map", "0:a", "-f", "tee", "[f=flv:tcp_nodelay=1:flvflags=no_duration_filesize]rtmp://a/live/x" +
+				`|[f=mp4:onfail=ignore:use_fifo=1:fifo_options=drop_pkts_on_overflow\\=1:movflags=+empty_moov+default_base_moof:frag_duration=1000000:flush_packets=1]/rec/x-20261201T000000.000Z.m4a`})},
 		{"tee escapes its separators", Config{Target: "rtmp://a/live/x?k=a|b", Also: []string{"rtmps://c/x"}, TLSCA: `/my:ca]'s\`}, cat(base, aac, tail,
 			[]string{"-map", "0:a", "-f", "tee",
 				`[f=flv:tcp_nodelay=1:flvflags=no_duration_filesize]rtmp://a/live/x?k=a\|b` +

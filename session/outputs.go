@@ -2,7 +2,9 @@ package session
 
 import (
 	"encoding/json"
+	"path/filepath"
 	"strings"
+	"time"
 
 	"ffmpeg-publisher/ffpipe"
 	"ffmpeg-publisher/internal/redact"
@@ -159,4 +161,19 @@ func (s *Session) outputStatesLocked() OutputStates {
 		return OutputStates("[]")
 	}
 	return OutputStates(b)
+}
+
+// recordFile names the archive of an ffmpeg starting at t: one file per
+// publish attempt, by ID and start time (UTC, to the millisecond: two
+// attempts within a second get two files); "" without RecordDir. IDs hold
+// only characters safe in a file name (ValidID).
+func (s *Session) recordFile(t time.Time) string {
+	if s.cfg.RecordDir == "" {
+		return ""
+	}
+	ext := ".m4a"
+	if v := s.cfg.FFmpeg.Video; v != "" && v != "none" {
+		ext = ".mp4"
+	}
+	return filepath.Join(s.cfg.RecordDir, s.id+"-"+t.UTC().Format("20060102T150405.000Z")+ext)
 }

@@ -41,6 +41,7 @@ func (s *Session) startAttempt() error {
 		s.outputs = s.cfg.OutputsFor(s.id)
 	}
 	fc.Target, fc.Also = s.outputs[0], s.outputs[1:]
+	fc.Record = s.recordFile(time.Now())
 	s.mu.Unlock()
 	fc.LiveID = s.cfg.redactID(s.id)
 	if in := s.scan.input(); in != "" {

@@ -75,6 +75,9 @@ type Config struct {
 	FFmpeg ffpipe.Config
 	// RTMPBase is the RTMP URL that Target builds on.
 	RTMPBase string
+	// RecordDir, when set, gets a file per ffmpeg of each stream (see
+	// recordFile).
+	RecordDir string
 	// Route gives a live ID's output URLs, primary first (see
 	// OutputsFor); nil, or none for an ID, means RTMPBase's.
 	Route func(id string) []string

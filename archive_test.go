@@ -1,0 +1,116 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"ffmpeg-publisher/internal/rtmptest"
+	"ffmpeg-publisher/session"
+)
+
+// recordings lists the archive files in dir.
+func recordings(t *testing.T, dir string) []string {
+	t.Helper()
+	m, err := filepath.Glob(filepath.Join(dir, "*.m4a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// A stream that ends normally leaves one file, named by its ID, that plays
+// with the duration sent within 3 %. About 5 s.
+func TestArchiveNormalEnd(t *testing.T) {
+	t.Parallel()
+	rtmptest.Require(t, "ffmpeg", "ffprobe", "nginx")
+	rtmp := rtmptest.Start(t)
+	dir := t.TempDir()
+	p := startPublisher(t, rtmp.URL, func(c *Config) { c.RecordDir = dir })
+	audio := rtmptest.MP3(t, 4.032, 16000, 1, "32k", true)
+	p.postChunks(t, "arch", splitEvery(audio, 14*144), 504*time.Millisecond)
+	checkArrived(t, rtmp, p, "arch", session.MP3Duration(audio))
+	files := recordings(t, dir)
+	if len(files) != 1 || !filepath.IsAbs(files[0]) || filepath.Base(files[0])[:5] != "arch-" {
+		t.Fatalf("archive files %q, want one arch-TIME.m4a", files)
+	}
+	codec, _, dur := rtmptest.Probe(t, files[0])
+	want := (session.MP3Duration(audio) + p.silence(t, "arch")).Seconds()
+	t.Logf("archive %s: %s %.3f s of %.3f s", filepath.Base(files[0]), codec, dur, want)
+	if codec != "aac" || dur < want*0.97 || dur > want*1.03 {
+		t.Errorf("archive: %s, %.3f s, want aac within 3%% of %.3f s", codec, dur, want)
+	}
+}
+
+// SIGKILL of the server (its ffmpeg goes with it): the archive is readable
+// up to the kill, less at most its last fragment (1 s). About 4 s.
+func TestArchiveAfterSIGKILL(t *testing.T) {
+	t.Parallel()
+	rtmptest.Require(t, "ffmpeg", "ffprobe", "nginx")
+	rtmp := rtmptest.Start(t)
+	dir := t.TempDir()
+	cmd, url := startProcess(t, "-rtmp", rtmp.URL, "-record-dir", dir)
+	audio := rtmptest.MP3(t, 4.032, 16000, 1, "32k", true)
+	chunks := splitEvery(audio, 14*144)
+	postStream(t, url, "killed", audio[:len(audio)-len(chunks[len(chunks)-1])]) // no end: the stream is live
+	cmd.Process.Kill()
+	rtmp.WaitRecorded(t, "killed", 1)
+	files := recordings(t, dir)
+	if len(files) != 1 {
+		t.Fatalf("archive files %q, want one", files)
+	}
+	codec, _, dur := rtmptest.Probe(t, files[0])
+	sent := session.MP3Duration(audio).Seconds() - 0.504
+	t.Logf("archive after SIGKILL: %s %.3f s of %.3f s sent", codec, dur, sent)
+	if codec != "aac" || dur < sent-1.5 {
+		t.Errorf("archive after SIGKILL: %s, %.3f s of %.3f s sent", codec, dur, sent)
+	}
+}
+
+// A full disk (a 32 KiB tmpfs: a few seconds of archive) ends the archive
+// only: the RTMP output gets the whole stream in one publish, without a
+// hole. About 8 s.
+func TestArchiveFullDiskLeavesTheOutput(t *testing.T) {
+	t.Parallel()
+	rtmptest.Require(t, "ffmpeg", "ffprobe", "nginx")
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size=32k"); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("cannot mount a small tmpfs to fill (CI must run this as root): %v", err)
+		}
+		t.Skipf("cannot mount a small tmpfs (not root?): %v", err)
+	}
+	t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
+	rtmp := rtmptest.Start(t)
+	p := startPublisher(t, rtmp.URL, func(c *Config) { c.RecordDir = dir })
+	audio := rtmptest.MP3(t, 8.064, 16000, 1, "32k", true)
+	p.postChunks(t, "full", splitEvery(audio, 14*144), 504*time.Millisecond)
+	checkArrived(t, rtmp, p, "full", session.MP3Duration(audio))
+	if gap := rtmptest.MaxPTSGap(t, rtmp.Recordings("full")[0]); gap > 0.1 {
+		t.Errorf("a %.3f s hole in the RTMP output while the disk was full", gap)
+	}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err == nil && st.Bavail > 1 {
+		t.Errorf("the tmpfs was not filled: %d blocks free", st.Bavail)
+	}
+}
+
+func TestPruneRecordings(t *testing.T) {
+	dir := t.TempDir()
+	old := time.Now().Add(-200 * time.Hour)
+	for name, mtime := range map[string]time.Time{"a-old.m4a": old, "b-old.mp4": old, "c-new.m4a": time.Now(), "notes.txt": old} {
+		f := filepath.Join(dir, name)
+		os.WriteFile(f, nil, 0o644)
+		os.Chtimes(f, mtime, mtime)
+	}
+	n, err := pruneRecordings(dir, time.Now().Add(-168*time.Hour))
+	if err != nil || n != 2 {
+		t.Fatalf("pruned %d (%v), want 2", n, err)
+	}
+	left, _ := filepath.Glob(filepath.Join(dir, "*"))
+	if len(left) != 2 {
+		t.Errorf("left %q, want the new recording and the other file", left)
+	}
+}
