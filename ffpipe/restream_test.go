@@ -3,6 +3,8 @@ package ffpipe
 import (
 	"net/netip"
 	"reflect"
+
+	"ffmpeg-publisher/internal/rtmptest"
 	"strings"
 	"testing"
 )
@@ -49,5 +51,28 @@ func TestPrimaryPeer(t *testing.T) {
 		if got := primaryPeer(tc.target)(ap(tc.peer)); got != tc.want {
 			t.Errorf("primaryPeer(%q)(%s) = %v, want %v", tc.target, tc.peer, got, tc.want)
 		}
+	}
+}
+
+// The stall watch reads the primary output's connection: over TLS (rtmps)
+// as over plain RTMP, and not a restream's, whichever opened first.
+func TestConnIsThePrimarysOverTLS(t *testing.T) {
+	t.Parallel()
+	ffmpeg := rtmptest.Require(t, "ffmpeg", "nginx")[0]
+	primary, restream := rtmptest.StartTLS(t), rtmptest.Start(t)
+	p, err := Start(t.Context(), Config{Binary: ffmpeg, Target: primary.TLSURL + "/conn",
+		Also: []string{restream.URL + "/conn"}, TLSCA: primary.CAFile}, quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { p.Kill(); waitDone(t, p) }()
+	go p.Write(rtmptest.MP3(t, 2, 16000, 1, "32k", true))
+	var st ConnState
+	waitFor(t, "the primary's TLS connection, read by nginx", func() bool {
+		st, err = p.Conn()
+		return err == nil && st.PeerSeen && st.Read > 0
+	})
+	if st.Remote.String() != primary.TLSAddr {
+		t.Errorf("the watch reads %s, want the primary's %s (the restream is %s)", st.Remote, primary.TLSAddr, restream.Addr)
 	}
 }
