@@ -1,7 +1,7 @@
 // Unit tests of the status page's pure parts: node --test web/
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { health, fmtAge, fmtBytes, cells } from './status/lib.js';
+import { health, fmtAge, fmtBytes, fmtOutputs, cells } from './status/lib.js';
 
 const live = { id: 'a', state: 'live', ffmpeg: 'publishing', restarts: 0, held_seconds: 0.3, sent_seconds: 5, dropped_bytes: 0 };
 
@@ -15,6 +15,9 @@ test('health: one class per condition, the worst wins', () => {
   assert.equal(health({ ...live, ffmpeg: 'restarting', restarts: 3 }), 'failing');
   assert.equal(health({ ...live, upstream: 'not answering' }), 'failing');
   assert.equal(health({ ...live, dropped_bytes: 10, held_seconds: 9 }), 'failing');
+  const two = [{ index: 0, state: 'publishing' }, { index: 1, state: 'down', error: 'Connection refused' }];
+  assert.equal(health({ ...live, outputs: two }), 'restarting'); // a restream reopened; the primary goes on
+  assert.equal(health({ ...live, outputs: two.slice(0, 1) }), 'healthy');
 });
 
 test('fmtAge', () => {
@@ -42,4 +45,11 @@ test('cells', () => {
   assert.equal(c.format, 'mp3');
   assert.equal(c.upstream, 'publishing');
   assert.equal(c.health, 'healthy');
+});
+
+test('fmtOutputs', () => {
+  assert.equal(fmtOutputs([]), '–');
+  assert.equal(fmtOutputs(undefined), '–');
+  assert.equal(fmtOutputs([{ index: 0, state: 'publishing' }]), 'publishing');
+  assert.equal(fmtOutputs([{ index: 0, state: 'publishing' }, { index: 1, state: 'down' }]), '0 publishing, 1 down');
 });

@@ -15,7 +15,8 @@ export const FAILING_RESTARTS = 3;
 export function health(s) {
   const restarting = s.ffmpeg === 'restarting' || (s.ffmpeg === 'starting' && s.restarts > 0);
   if (s.upstream || s.dropped_bytes > 0 || (restarting && s.restarts >= FAILING_RESTARTS)) return 'failing';
-  if (restarting) return 'restarting';
+  // A restream that is down is being reopened; the primary goes on.
+  if (restarting || (s.outputs || []).some((o) => o.state === 'down')) return 'restarting';
   if (s.held_seconds > LAG_SECONDS && s.sent_seconds > 0) return 'lagging';
   return 'healthy';
 }
@@ -41,6 +42,14 @@ export function fmtBytes(n) {
   return `${(n / 1024 / 1024).toFixed(1)} MiB`;
 }
 
+// fmtOutputs shows each output's state: the one output's, or "0 publishing,
+// 1 down" for several (primary first); "–" before the first ffmpeg.
+export function fmtOutputs(list) {
+  if (!list || list.length === 0) return '–';
+  if (list.length === 1) return list[0].state;
+  return list.map((o) => `${o.index} ${o.state}`).join(', ');
+}
+
 // cells turns a /streams entry into the row's cells, in column order;
 // now and started are in ms on the server's clock.
 export function cells(s, now) {
@@ -57,5 +66,6 @@ export function cells(s, now) {
     restarts: String(s.restarts || 0),
     upstream: s.upstream || s.ffmpeg || '–',
     dropped: fmtBytes(s.dropped_bytes),
+    outputs: fmtOutputs(s.outputs),
   };
 }

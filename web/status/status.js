@@ -63,7 +63,7 @@ async function poll() {
   }
 }
 
-const COLUMNS = ['id', 'health', 'transport', 'format', 'remote', 'age', 'seconds', 'sent', 'lag', 'restarts', 'upstream', 'dropped'];
+const COLUMNS = ['id', 'health', 'transport', 'format', 'remote', 'age', 'seconds', 'sent', 'lag', 'restarts', 'upstream', 'dropped', 'outputs'];
 
 function newRow(id) {
   const row = $('rowtemplate').content.firstElementChild.cloneNode(true);
@@ -88,7 +88,8 @@ function render(streams) {
     row.dataset.transport = c.transport;
     row.dataset.seconds = String(s.seconds || 0);
     row.dataset.sent = String(s.sent_seconds || 0);
-    row.title = s.last_error || '';
+    row.title = [s.last_error, ...(s.outputs || []).filter((o) => o.error).map((o) => `output ${o.index}: ${o.error}`)]
+      .filter(Boolean).join('\n');
     // Keep the server's order (by ID) without moving rows that are in place.
     const want = prev ? prev.nextElementSibling : $('rows').firstElementChild;
     if (want !== row) $('rows').insertBefore(row, want);
