@@ -29,7 +29,9 @@ var credentials = []string{"key", "token", "admin_key"}
 // carries. The hook is asked before anything exists for the stream and
 // holds no lock; a request that finds the stream live is asked later, by
 // the registry, if its write would start one (the stream ended meanwhile).
-func (s *Server) admit(r *http.Request, id, transport string, format streamFormat) (session.Source, error) {
+// A numbered chunk (lazy) is always asked by the registry, which first
+// recognizes a retry of an ended stream's chunk: a duplicate, not a stream.
+func (s *Server) admit(r *http.Request, id, transport string, format streamFormat, lazy bool) (session.Source, error) {
 	src := format.source(transport, r.RemoteAddr)
 	if err := checkID(id); err != nil {
 		return src, err
@@ -53,6 +55,19 @@ func (s *Server) admit(r *http.Request, id, transport string, format streamForma
 			}
 			return s.cfg.Hooks.Publish(ctx, req)
 		}
+	}
+	if lazy {
+		hook := src.Approve
+		src.Approve = func(ctx context.Context) (*session.Overrides, error) {
+			if err := s.allowNewSession(r, id); err != nil {
+				return nil, err
+			}
+			if hook == nil {
+				return nil, nil
+			}
+			return hook(ctx)
+		}
+		return src, nil
 	}
 	if _, live := s.reg.Info(id); live {
 		return src, nil

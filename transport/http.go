@@ -398,7 +398,7 @@ func (s *Server) handleBase64(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	src, err := s.admit(r, id, "base64", format)
+	src, err := s.admit(r, id, "base64", format, numbered != nil)
 	if err != nil {
 		return err
 	}
@@ -479,7 +479,7 @@ func (s *Server) handleLive(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	src, err := s.admit(r, id, "upload", format)
+	src, err := s.admit(r, id, "upload", format, false)
 	if err != nil {
 		return err
 	}

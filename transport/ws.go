@@ -121,7 +121,7 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) error {
 	format, err := queryFormat(r.URL.Query())
 	var src session.Source
 	if err == nil {
-		src, err = s.admit(r, id, "websocket", format)
+		src, err = s.admit(r, id, "websocket", format, false)
 	}
 	if err == nil {
 		c.log = c.log.WithField("id", id)
