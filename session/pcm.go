@@ -72,6 +72,11 @@ func newPCMUnits(rate, channels int) *pcmUnits {
 func (m *pcmUnits) mark()     { m.saved.carry, m.saved.carried = m.carry, m.carried }
 func (m *pcmUnits) rollback() { m.carry, m.carried = m.saved.carry, m.saved.carried }
 
+// dropCarry drops the part of a sample frame carried over: the next bytes
+// do not follow the last ones (a seq gap, a new recording) and begin a
+// frame of their own. rollback brings it back.
+func (m *pcmUnits) dropCarry() { m.carried = 0 }
+
 // unitFrames is how many sample frames a whole unit holds.
 func (m *pcmUnits) unitFrames() int { return max(1, m.rate*int(pcmUnit/time.Millisecond)/1000) }
 

@@ -206,7 +206,7 @@ func (r *Registry) writeTo(ctx context.Context, id string, src *Source, p []byte
 		if err != nil {
 			return Result{}, nil, err
 		}
-		res, err := s.write(ctx, *src, p, pub == nil)
+		res, err := s.write(ctx, *src, p, pub == nil, false)
 		if why := s.revocation(); err == errEnded && why != nil {
 			return res, s, why // revoked: not a reason to start the stream again
 		}

@@ -106,6 +106,7 @@ type seqTracker struct {
 	next    int64
 	zero    uint64 // the digest of chunk 0 of this recording, if hasZero
 	hasZero bool
+	broken  bool               // the number expected next does not follow a written one: a gap, a new recording
 	slots   [seqWindow]seqSlot // indexed by number mod seqWindow
 }
 
@@ -161,6 +162,7 @@ func (t *seqTracker) start(c seqKey) {
 	t.rec = c.rec
 	t.next = c.n
 	t.hasZero = false
+	t.broken = true
 	t.slots = [seqWindow]seqSlot{}
 }
 
@@ -171,6 +173,7 @@ func (t *seqTracker) written(c seqKey) {
 		t.zero, t.hasZero = c.sum, true
 	}
 	t.next = c.n + 1
+	t.broken = false
 }
 
 // skipTo gives up on the numbers from next up to n.
@@ -179,6 +182,7 @@ func (t *seqTracker) skipTo(n int64) {
 		t.slots[k%seqWindow] = seqSlot{n: k, state: slotSkipped}
 	}
 	t.next = n
+	t.broken = true
 }
 
 // slot returns what became of number n, or nil if n is out of the window
@@ -243,8 +247,9 @@ func (s *Session) writeSeq(ctx context.Context, src Source, c seqKey, p []byte) 
 				q.t.start(c)
 			}
 			q.busy = true
+			fresh := q.t.broken
 			s.mu.Unlock()
-			res, err := s.write(ctx, src, p, true)
+			res, err := s.write(ctx, src, p, true, fresh)
 			s.mu.Lock()
 			q.busy = false
 			if err == nil {

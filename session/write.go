@@ -15,8 +15,10 @@ import (
 // waits, without the writer lock, until an ffmpeg has opened the publish:
 // an unreachable RTMP server fails this request (its audio is taken back
 // out of the log) rather than a later one. Connections learn it from
-// status messages instead.
-func (s *Session) write(ctx context.Context, src Source, p []byte, awaitStart bool) (Result, error) {
+// status messages instead. With fresh, p does not follow the bytes before
+// it (a seq gap, a new recording): what the scanner carried over from them
+// is dropped.
+func (s *Session) write(ctx context.Context, src Source, p []byte, awaitStart, fresh bool) (Result, error) {
 	s.enter()
 	defer s.leave() // the wait for the publish counts too: the stream is not idle
 	select {
@@ -26,7 +28,7 @@ func (s *Session) write(ctx context.Context, src Source, p []byte, awaitStart bo
 	case <-s.endReq:
 		return Result{}, errEnded
 	}
-	res, mark, proc, err := s.writeLocked(src, p)
+	res, mark, proc, err := s.writeLocked(src, p, fresh)
 	n := s.writes
 	<-s.wsem
 	if err == nil && proc != nil && awaitStart {
@@ -40,7 +42,7 @@ func (s *Session) write(ctx context.Context, src Source, p []byte, awaitStart bo
 // writeLocked does write's work: it returns the log position the write
 // started at and, while the stream has not published yet, the ffmpeg that
 // should publish it. Must hold wsem.
-func (s *Session) writeLocked(src Source, p []byte) (Result, int64, *ffpipe.Proc, error) {
+func (s *Session) writeLocked(src Source, p []byte, fresh bool) (Result, int64, *ffpipe.Proc, error) {
 	s.mu.Lock()
 	if s.endReason != "" {
 		s.mu.Unlock()
@@ -58,6 +60,9 @@ func (s *Session) writeLocked(src Source, p []byte) (Result, int64, *ffpipe.Proc
 
 	s.writes++ // a later write moves the scanner's mark: see retract
 	s.scan.mark()
+	if d, ok := s.scan.(interface{ dropCarry() }); ok && fresh {
+		d.dropCarry() // after the mark: a refused write brings it back
+	}
 	units, err := s.scan.feed(p)
 	if err != nil {
 		s.scan.rollback()
