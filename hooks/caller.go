@@ -10,6 +10,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 	"unicode"
@@ -113,6 +114,7 @@ func isRuneStart(b byte) bool { return b&0xC0 != 0x80 }
 type caller struct {
 	hook    string // on_publish, on_update, on_done: the metric label
 	url     string
+	shown   string // url as errors show it: no userinfo, no query (see redact)
 	timeout time.Duration
 	secret  []byte
 	client  *http.Client
@@ -120,12 +122,16 @@ type caller struct {
 }
 
 // call POSTs body and returns the answer, or an error when none came
-// (unreachable, timeout, an answer cut short).
+// (unreachable, timeout, an answer cut short), which names the URL without
+// its secrets.
 func (c *caller) call(ctx context.Context, body []byte) (answer, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	start := time.Now()
 	a, err := c.do(ctx, body)
+	if ue := (*url.Error)(nil); errors.As(err, &ue) {
+		ue.URL = c.shown // url.Error hides a password only, not a token in the query
+	}
 	c.obs.HookCalled(c.hook, time.Since(start), err == nil && a.status < 500)
 	return a, err
 }

@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"ffmpeg-publisher/internal/redact"
 	"ffmpeg-publisher/session"
 
 	"github.com/sirupsen/logrus"
@@ -112,7 +113,7 @@ func New(cfg Config, log *logrus.Entry) *Hooks {
 		h.client = newClient()
 	}
 	mk := func(hook, url string) *caller {
-		return &caller{hook: hook, url: url, timeout: cfg.Timeout, secret: cfg.Secret, client: h.client, obs: cfg.Observer}
+		return &caller{hook: hook, url: url, shown: redact.URL(url, ""), timeout: cfg.Timeout, secret: cfg.Secret, client: h.client, obs: cfg.Observer}
 	}
 	if cfg.OnPublish != "" {
 		h.publish = mk("on_publish", cfg.OnPublish)
