@@ -86,8 +86,9 @@ type Hooks struct {
 // revocation is an on_update refusal, remembered while its client goes
 // on sending.
 type revocation struct {
-	err  error
-	last time.Time // the latest request refused with it
+	err    error
+	stream session.Stream // the stream refused: a newer one for the ID is not
+	last   time.Time      // the latest request refused with it
 }
 
 // New starts the hooks of cfg (the on_done worker, when on_done is set).
@@ -147,7 +148,8 @@ func (h *Hooks) StreamEnded(st session.Stream, final session.Info) {
 }
 
 // Revoked returns the refusal of id's revoked stream while its client
-// goes on sending (see Config.RevokedFor), else nil.
+// goes on sending (see Config.RevokedFor), else nil. A stream that took
+// the ID meanwhile, not refused, is not refused for it.
 func (h *Hooks) Revoked(id string) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -156,7 +158,7 @@ func (h *Hooks) Revoked(id string) error {
 		return nil
 	}
 	now := time.Now()
-	if now.Sub(r.last) > h.cfg.RevokedFor {
+	if now.Sub(r.last) > h.cfg.RevokedFor || r.stream.Superseded() {
 		delete(h.revoked, id)
 		return nil
 	}
@@ -173,7 +175,7 @@ func (h *Hooks) revoke(st session.Stream, ref *Refusal) {
 			delete(h.revoked, id)
 		}
 	}
-	h.revoked[st.ID()] = &revocation{err: ref, last: now}
+	h.revoked[st.ID()] = &revocation{err: ref, stream: st, last: now}
 	h.mu.Unlock()
 	st.Revoke(ref)
 }

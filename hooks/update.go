@@ -81,6 +81,9 @@ func (u *updater) tick(st session.Stream) {
 		if u.ctx.Err() == nil {
 			log.WithError(err).Warn("the on_update hook did not answer; the stream goes on")
 		}
+	case !a.ok() && ended(st):
+		log.WithField("status", a.status).Info("the on_update hook refused a stream that has ended meanwhile: nothing to revoke")
+		return
 	case !a.ok():
 		ref := a.refusal("revoked by the on_update hook")
 		ref.Status, ref.RetryAfter = http.StatusForbidden, "" // a revocation is final
@@ -93,6 +96,13 @@ func (u *updater) tick(st session.Stream) {
 		t.Reset(u.interval)
 	}
 	u.mu.Unlock()
+}
+
+// ended tells whether st is ending or has ended: a refusal of it revokes
+// nothing, and above all not the next stream of its ID.
+func ended(st session.Stream) bool {
+	s := st.Info().State
+	return s == session.StateEnding || s == session.StateEnded
 }
 
 // close stops every timer and waits for the calls in flight.

@@ -38,6 +38,15 @@ func (st Stream) ID() string { return st.s.id }
 // Info is a snapshot of the stream's figures so far.
 func (st Stream) Info() Info { return st.s.Info() }
 
+// Superseded tells whether another session holds the stream's ID now: a
+// newer stream, to which nothing said of this one applies.
+func (st Stream) Superseded() bool {
+	st.r.mu.Lock()
+	defer st.r.mu.Unlock()
+	cur := st.r.sessions[st.s.id]
+	return cur != nil && cur != st.s
+}
+
 // CauseRevoked: an application withdrew the stream's permission (an
 // on_update hook refused it).
 const CauseRevoked Cause = "revoked"
