@@ -178,18 +178,18 @@ type chaos struct {
 }
 
 // caughtUp: a stream with at most this much audio not yet confirmed sent
-// (a second at 32 kbps) has caught up after the last failure. A failure
-// while an ffmpeg catches up on held audio may repeat all it sent since its
-// last progress report, seconds of audio: the README states that case, and
-// the bounds above are for a failure of a stream that is live.
-const caughtUp = 4000
+// has caught up after the last failure. A failure while an ffmpeg catches
+// up on held audio may repeat all it sent since its last progress report,
+// seconds of audio: the README states that case, and the bounds above are
+// for a failure of a stream that is live.
+const caughtUp = 1.0 // seconds: in audio, not bytes (WebM's markers run at 70 kbps)
 
 // publishing waits until the stream's current ffmpeg (not one already
 // killed) has published and caught up, and returns its PID, or 0 after a
 // while.
 func (c *chaos) publishing(wait time.Duration) int {
 	for deadline := time.Now().Add(wait); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if info, ok := c.p.streamInfo(c.t, c.id); ok && info.FFmpeg == "publishing" && info.PID > 0 && info.PID != c.killed && info.Buffered <= caughtUp {
+		if info, ok := c.p.streamInfo(c.t, c.id); ok && info.FFmpeg == "publishing" && info.PID > 0 && info.PID != c.killed && info.Held <= caughtUp {
 			return info.PID
 		}
 	}
