@@ -95,15 +95,28 @@ func browser(t *testing.T) context.Context {
 
 func evalString(t *testing.T, ctx context.Context, js string) string {
 	t.Helper()
-	s, err := chromedp.Run(ctx, chromedp.Evaluate[string](js))
+	return pageEval[string](t, ctx, js)
+}
+
+// pageEval evaluates js in the page; a failed evaluation fails the test.
+func pageEval[T any](t *testing.T, ctx context.Context, js string) T {
+	t.Helper()
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](js))
 	if err != nil {
 		t.Fatalf("evaluate %s: %v", js, err)
 	}
-	return s
+	return v
 }
 
-// waitPage polls js (a boolean expression) in the page.
+// waitPage polls js (a boolean expression) in the recorder page.
 func waitPage(t *testing.T, ctx context.Context, what, js string) {
+	t.Helper()
+	waitJS(t, ctx, what, js, "`status ${document.getElementById('status').textContent}, error ${document.getElementById('error').textContent}`")
+}
+
+// waitJS polls js (a boolean expression) in the page; on a timeout the
+// failure shows what the expression shows evaluates to.
+func waitJS(t *testing.T, ctx context.Context, what, js, shows string) {
 	t.Helper()
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](js))
@@ -111,9 +124,7 @@ func waitPage(t *testing.T, ctx context.Context, what, js string) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s; status %q, error %q", what,
-				evalString(t, ctx, "document.getElementById('status').textContent"),
-				evalString(t, ctx, "document.getElementById('error').textContent"))
+			t.Fatalf("timed out waiting for %s; the page shows %q", what, pageEval[string](t, ctx, shows))
 		}
 	}
 }

@@ -25,36 +25,17 @@ import (
 
 const statusKey = "status-admin-key"
 
-// statusPage evaluates js in the page; a failed evaluation fails the test.
-func statusEval[T any](t *testing.T, ctx context.Context, js string) T {
-	t.Helper()
-	v, err := chromedp.Run(ctx, chromedp.Evaluate[T](js))
-	if err != nil {
-		t.Fatalf("evaluate %s: %v", js, err)
-	}
-	return v
-}
-
-// waitStatus polls js (a boolean expression) in the page.
+// waitStatus polls js (a boolean expression) in the status page.
 func waitStatus(t *testing.T, ctx context.Context, what, js string) {
 	t.Helper()
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](js))
-		if err == nil && ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s; the page says %q", what,
-				statusEval[string](t, ctx, "document.body.innerText"))
-		}
-	}
+	waitJS(t, ctx, what, js, "document.body.innerText")
 }
 
 // shownWithin checks that the page's own clock saw event (statusSeen or
 // statusGone) for id within limit of since.
 func shownWithin(t *testing.T, ctx context.Context, event, id string, since time.Time, limit time.Duration) {
 	t.Helper()
-	at := statusEval[float64](t, ctx, fmt.Sprintf("window.%s[%q]", event, id))
+	at := pageEval[float64](t, ctx, fmt.Sprintf("window.%s[%q]", event, id))
 	took := time.UnixMilli(int64(at)).Sub(since)
 	t.Logf("%s: %s %s after the event", id, event, took.Round(time.Millisecond))
 	if took > limit {
@@ -93,13 +74,13 @@ func TestStatusPage(t *testing.T) {
 
 	signIn("not-the-key")
 	waitStatus(t, ctx, "the refusal", "document.getElementById('loginerror').textContent === 'wrong or missing admin key'")
-	if statusEval[bool](t, ctx, "!document.getElementById('board').hidden || sessionStorage.length > 0") {
+	if pageEval[bool](t, ctx, "!document.getElementById('board').hidden || sessionStorage.length > 0") {
 		t.Fatal("a wrong key shows the board or is kept")
 	}
 
 	signIn(statusKey)
 	waitStatus(t, ctx, "a first poll", "Number(document.body.dataset.polls) > 0 && !document.getElementById('board').hidden")
-	if strings.Contains(statusEval[string](t, ctx, "location.href"), statusKey) {
+	if strings.Contains(pageEval[string](t, ctx, "location.href"), statusKey) {
 		t.Error("the key is in the page's URL")
 	}
 
@@ -165,12 +146,12 @@ func TestStatusPage(t *testing.T) {
 	}{{"status-ws", "websocket", wsStart}, {"status-post", "base64", postStart}} {
 		waitStatus(t, ctx, s.id+" to show", row(s.id)+" !== null")
 		shownWithin(t, ctx, "statusSeen", s.id, s.since, 2*time.Second)
-		if got := statusEval[string](t, ctx, row(s.id)+".dataset.transport"); got != s.transport {
+		if got := pageEval[string](t, ctx, row(s.id)+".dataset.transport"); got != s.transport {
 			t.Errorf("%s: transport %q, want %q", s.id, got, s.transport)
 		}
 	}
 	for _, id := range []string{"status-ws", "status-post"} {
-		first := statusEval[float64](t, ctx, "Number("+row(id)+".dataset.seconds)")
+		first := pageEval[float64](t, ctx, "Number("+row(id)+".dataset.seconds)")
 		waitStatus(t, ctx, id+"'s audio to grow", fmt.Sprintf("Number(%s.dataset.seconds) > %v", row(id), first))
 	}
 	waitStatus(t, ctx, "status-ws to show as healthy", row("status-ws")+".className === 'healthy'")
@@ -183,8 +164,8 @@ func TestStatusPage(t *testing.T) {
 	if err := chromedp.Do(ctx, chromedp.EmulateViewport(390, 800, chromedp.EmulateMobile)); err != nil {
 		t.Fatal(err)
 	}
-	if statusEval[bool](t, ctx, "document.documentElement.scrollWidth > window.innerWidth") {
-		t.Errorf("the page is %v px wide in a 390 px window", statusEval[float64](t, ctx, "document.documentElement.scrollWidth"))
+	if pageEval[bool](t, ctx, "document.documentElement.scrollWidth > window.innerWidth") {
+		t.Errorf("the page is %v px wide in a 390 px window", pageEval[float64](t, ctx, "document.documentElement.scrollWidth"))
 	}
 	screenshot(t, ctx, "TestStatusPage-phone.png")
 
@@ -193,8 +174,8 @@ func TestStatusPage(t *testing.T) {
 	shownWithin(t, ctx, "statusGone", "status-post", postEnd, 2*time.Second)
 
 	clicked := time.Now()
-	statusEval[bool](t, ctx, row("status-ws")+".querySelector('button.end').click() || true")
-	statusEval[bool](t, ctx, row("status-ws")+".querySelector('button.end').click() || true") // "Sure?"
+	pageEval[bool](t, ctx, row("status-ws")+".querySelector('button.end').click() || true")
+	pageEval[bool](t, ctx, row("status-ws")+".querySelector('button.end').click() || true") // "Sure?"
 	waitStatus(t, ctx, "status-ws to go", fmt.Sprintf("window.statusGone[%q] !== undefined", "status-ws"))
 	shownWithin(t, ctx, "statusGone", "status-ws", clicked, 2*time.Second)
 	select {

@@ -1,7 +1,6 @@
 package session
 
 import (
-	"bytes"
 	"errors"
 	"time"
 )
@@ -124,11 +123,7 @@ func (s *adtsScanner) feed(p []byte) ([]byte, error) {
 		}
 		if !ok {
 			s.synced = false
-			j := bytes.IndexByte(rem[1:], 0xFF)
-			skipped := len(rem)
-			if j >= 0 {
-				skipped = j + 1
-			}
+			skipped := toNextSync(rem)
 			garbage += skipped
 			i += skipped
 			continue

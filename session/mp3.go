@@ -219,12 +219,7 @@ func (s *mp3Scanner) feed(p []byte) ([]byte, error) {
 		}
 		if !ok {
 			s.synced = false
-			// Skip to the next possible sync byte.
-			j := bytes.IndexByte(rem[1:], 0xFF)
-			skipped := len(rem)
-			if j >= 0 {
-				skipped = j + 1
-			}
+			skipped := toNextSync(rem)
 			garbage += skipped
 			i += skipped
 			continue
@@ -321,4 +316,13 @@ func silentFrame(h frameHeader) []byte {
 func mustParse(frame []byte) frameHeader {
 	h, _ := parseHeader(frame)
 	return h
+}
+
+// toNextSync is how far to skip over rem's first byte to the next byte
+// that may begin a frame (0xFF), or all of rem.
+func toNextSync(rem []byte) int {
+	if j := bytes.IndexByte(rem[1:], 0xFF); j >= 0 {
+		return j + 1
+	}
+	return len(rem)
 }
