@@ -270,6 +270,7 @@ func main() {
 		os.Exit(2)
 	}
 	log := logrus.NewEntry(logger)
+	keepHangups(log, cfg.OutputsFile != "")
 	stop, hurry, release := shutdownSignals(log)
 	defer release()
 	ln, err := net.Listen("tcp", cfg.Listen)

@@ -118,3 +118,18 @@ func reloadOnHUP(ctx context.Context, file *routing.File, log *logrus.Entry) {
 		}
 	}
 }
+
+// keepHangups makes SIGHUP harmless for the life of the process: Go's
+// default ends it, and operators and logrotate send it. With
+// -outputs-file, reloadOnHUP rereads the file as well.
+func keepHangups(log *logrus.Entry, reloads bool) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		for range hup {
+			if !reloads {
+				log.Info("SIGHUP: nothing to reload (no -outputs-file)")
+			}
+		}
+	}()
+}

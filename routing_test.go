@@ -49,6 +49,39 @@ func TestOutputsFileReloadedOnSIGHUP(t *testing.T) {
 	}
 }
 
+// SIGHUP, sent by operators and logrotate, never ends the server: without
+// -outputs-file it has nothing to reload and says so; the live stream
+// goes on in one publish.
+func TestSIGHUPWithoutAnOutputsFile(t *testing.T) {
+	t.Parallel()
+	rtmptest.Require(t, "ffmpeg", "nginx")
+	rtmp := rtmptest.Start(t)
+	logs := &serverLog{}
+	cmd, url := startProcessLogged(t, freeAddr(t), logs, "-rtmp", rtmp.URL)
+	audio := rtmptest.MP3(t, 3.024, 16000, 1, "32k", true)
+	posted := make(chan struct{})
+	go func() { defer close(posted); postStream(t, url, "hup", audio) }()
+	for deadline := time.Now().Add(15 * time.Second); rtmp.PublishCount("hup") == 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			<-posted
+			t.Fatal("the stream did not publish")
+		}
+	}
+	cmd.Process.Signal(syscall.SIGHUP)
+	for deadline := time.Now().Add(10 * time.Second); !logs.has("nothing to reload"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			<-posted
+			t.Fatalf("no SIGHUP logged; the server's state: %v", cmd.ProcessState)
+		}
+	}
+	cmd.Process.Signal(syscall.SIGHUP) // a second one too
+	<-posted
+	rec := rtmp.WaitRecorded(t, "hup", 1)
+	if n := rtmp.PublishCount("hup"); n != 1 || rec.Duration < 2.9 {
+		t.Errorf("%d publishes, %.2f s recorded of 3.02 s: SIGHUP disturbed the stream", n, rec.Duration)
+	}
+}
+
 // postStream sends audio as base64 POSTs of 504 ms at real-time pace, the
 // last with end=1.
 func postStream(t *testing.T, url, id string, audio []byte) {
