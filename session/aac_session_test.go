@@ -54,7 +54,13 @@ func TestAACSurvivesARestart(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, "the publish", func() bool { info, _ := r.Info("aac"); return info.FFmpeg == "publishing" })
+	// Killed only once it has reported every frame it sent: one sent and not
+	// yet reported is rightly replayed, which this test would count as a duplicate.
+	lag := (fakeffmpeg.LagBehind + lc16Mono.duration()).Seconds()
+	waitFor(t, "the publish", func() bool {
+		info, _ := r.Info("aac")
+		return info.FFmpeg == "publishing" && info.Held <= lag
+	})
 	info, _ := r.Info("aac")
 	syscall.Kill(info.PID, syscall.SIGKILL) // it held the last 300 ms
 	waitFor(t, "the restart", func() bool { info, _ := r.Info("aac"); return info.FFmpeg == "restarting" })
