@@ -21,6 +21,7 @@ import (
 	"syscall"
 	"time"
 
+	"ffmpeg-publisher/admission"
 	"ffmpeg-publisher/ffpipe"
 	"ffmpeg-publisher/hooks"
 	"ffmpeg-publisher/metrics"
@@ -97,6 +98,8 @@ type Config struct {
 	OutputsFile     string
 	RecordDir       string
 	RecordKeep      time.Duration
+	Admit           admission.Thresholds
+	AdmitPressure   string
 }
 
 // parseConfig reads flags, then fills every flag not given on the command
@@ -115,7 +118,11 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.IntVar(&c.MaxStarting, "max-starting", 0, "most ffmpeg processes loading at once (others wait their turn): a herd of streams starting together no longer starves the running ones; 0: no limit")
 	fs.IntVar(&c.FFmpegNice, "ffmpeg-nice", 0, "run ffmpeg processes at this nice value under SCHED_BATCH: quicker acknowledgements on a lightly loaded machine, fewer streams at full load; 0 leaves them as they are")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", session.DefaultIdleTimeout, "end a stream after this long without data")
-	fs.IntVar(&c.MaxSessions, "max-sessions", 200, "most live streams at once; 0 means no limit")
+	fs.IntVar(&c.MaxSessions, "max-sessions", 200, "most live streams at once; 0 means no fixed limit (admission control still refuses new streams past what the machine holds)")
+	fs.DurationVar(&c.Admit.Lag, "admit-lag", admission.DefaultLag, "refuse new streams while the publishing streams' lag (90th percentile) reaches this; 0 turns this measure off")
+	fs.IntVar(&c.Admit.Starting, "admit-starting", admission.DefaultStarting, "refuse new streams while this many ffmpegs have not published yet; 0 turns this measure off")
+	fs.Float64Var(&c.Admit.CPU, "admit-cpu", admission.DefaultCPU, "refuse new streams while CPU pressure (PSI some avg10, percent) reaches this; 0 turns this measure off")
+	fs.StringVar(&c.AdmitPressure, "admit-pressure-file", admission.DefaultPressureFile, "CPU pressure (PSI) file read for -admit-cpu: a cgroup's cpu.pressure in a container; unreadable means unknown")
 	fs.Int64Var(&c.MaxBody, "max-body", transport.DefaultMaxBody, "largest /base64 request body in bytes")
 	fs.Int64Var(&c.MaxMessage, "max-message", transport.DefaultMaxMessage, "largest WebSocket message in bytes")
 	fs.DurationVar(&c.BodyTimeout, "body-timeout", transport.DefaultBodyTimeout, "time to receive a /base64 body, or a pause in an upload")
@@ -192,6 +199,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 		return c, errors.New("limits must be positive")
 	case (c.TLSCert == "") != (c.TLSKey == ""):
 		return c, errors.New("-tls-cert and -tls-key go together")
+	case c.Admit.Lag < 0 || c.Admit.Starting < 0 || c.Admit.CPU < 0 || c.Admit.CPU > 100:
+		return c, errors.New("-admit-lag, -admit-starting and -admit-cpu must not be negative, -admit-cpu at most 100")
 	case c.DrainDelay < 0 || c.GapFill < 0 || c.StallTimeout <= 0 || c.SeqWait <= 0:
 		return c, errors.New("-drain-delay and -gap-fill must not be negative, -stall-timeout must be positive")
 	}
@@ -362,9 +371,12 @@ func serveUntil(ctx, hurry context.Context, cfg Config, ln net.Listener, log *lo
 	}
 	launcher := ffpipe.NewLauncher(cfg.MaxStarting)
 	defer launcher.Close() // after reg.Close: every ffmpeg has ended
-	reg := session.NewRegistry(session.Config{
-		Observer: mets,
-		Watcher:  watcher,
+	var reg *session.Registry
+	adm := admission.New(admission.Machine(func() []session.Info { return reg.List() }, cfg.AdmitPressure), cfg.Admit)
+	reg = session.NewRegistry(session.Config{
+		Admission: adm,
+		Observer:  mets,
+		Watcher:   watcher,
 		FFmpeg: ffpipe.Config{
 			Binary:         ffmpegPath,
 			AudioCodec:     cfg.AudioCodec,
@@ -400,7 +412,7 @@ func serveUntil(ctx, hurry context.Context, cfg Config, ln net.Listener, log *lo
 		AdminKey:       cfg.AdminKey,
 		RateRequests:   cfg.RateRequests,
 		RateSessions:   cfg.RateSessions,
-		Ready:          ready.check,
+		Ready:          func() error { return errors.Join(adm.Check(), ready.check()) },
 		Metrics:        mets.Handler(),
 		Observer:       mets,
 		MaxBody:        cfg.MaxBody,
@@ -416,6 +428,9 @@ func serveUntil(ctx, hurry context.Context, cfg Config, ln net.Listener, log *lo
 	}, reg, log)
 	mets.WatchLimits(api.LimitStats)
 	mets.WatchSessions(cfg.MaxSessions, reg.List)
+	mets.WatchAdmission(adm.Status)
+	stopAdmission := runAdmission(adm)
+	defer stopAdmission()
 	srv := &http.Server{
 		Handler:           api.Handler(),
 		ReadHeaderTimeout: cfg.HeaderTimeout,

@@ -141,7 +141,7 @@ func (p *publisher) silence(t *testing.T, id string) time.Duration {
 func startPublisher(t *testing.T, rtmpURL string, mod func(*Config)) *publisher {
 	t.Helper()
 	// Every test client comes from 127.0.0.1: no per-client limits here.
-	cfg, err := parseConfig([]string{"-rtmp", rtmpURL, "-key", "secret", "-idle-timeout", "3s", "-rate-requests", "0", "-rate-sessions", "0"}, func(string) string { return "" }, io.Discard)
+	cfg, err := parseConfig(append([]string{"-rtmp", rtmpURL, "-key", "secret", "-idle-timeout", "3s", "-rate-requests", "0", "-rate-sessions", "0"}, noAdmission...), func(string) string { return "" }, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -42,7 +42,7 @@ func (s *syncBuffer) String() string {
 func startDebugPublisher(t *testing.T, rtmpURL string, logs io.Writer) (p *publisher, stop func()) {
 	t.Helper()
 	cfg, err := parseConfig([]string{"-rtmp", rtmpURL, "-key", "secret", "-admin-key", "admin", "-idle-timeout", "3s",
-		"-rate-requests", "0", "-rate-sessions", "0"}, func(string) string { return "" }, io.Discard)
+		"-rate-requests", "0", "-rate-sessions", "0", "-admit-lag", "0", "-admit-starting", "0", "-admit-cpu", "0"}, func(string) string { return "" }, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -337,8 +337,8 @@ func startProcessAt(t *testing.T, addr string, args ...string) (*exec.Cmd, strin
 // startProcessLogged is startProcessAt keeping the server's log in logs.
 func startProcessLogged(t *testing.T, addr string, logs *serverLog, args ...string) (*exec.Cmd, string) {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], append([]string{"-listen", addr, "-key", "secret",
-		"-rate-requests", "0", "-rate-sessions", "0"}, args...)...)
+	cmd := exec.Command(os.Args[0], append(append([]string{"-listen", addr, "-key", "secret",
+		"-rate-requests", "0", "-rate-sessions", "0"}, noAdmission...), args...)...)
 	cmd.Env = append(os.Environ(), "FFMPEG_PUBLISHER_RUN_MAIN=1")
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {

@@ -254,7 +254,17 @@ func (r *Registry) acquire(id string, pub *Publisher, src *Source) (*Session, er
 		return nil, ErrAtCapacity
 	}
 	if src.Approve != nil && !src.Approved {
+		if a := r.cfg.Admission; a != nil {
+			if err := a.Check(); err != nil {
+				return nil, err // the application is not asked about a stream refused anyway
+			}
+		}
 		return nil, errApprove
+	}
+	if a := r.cfg.Admission; a != nil {
+		if err := a.Admit(); err != nil {
+			return nil, err
+		}
 	}
 	s := newSession(id, src.Overrides.apply(cfg), r.log, &r.draining)
 	src.Overrides, src.Approved = nil, false

@@ -85,6 +85,9 @@ type Config struct {
 	IdleTimeout time.Duration
 	// MaxSessions caps live sessions; 0 means no cap.
 	MaxSessions int
+	// Admission decides whether a new stream may start (see package
+	// admission); nil admits every one.
+	Admission Admission
 	// StartTimeout: see DefaultStartTimeout; 0 means 5s.
 	StartTimeout time.Duration
 	// WriteTimeout: see DefaultWriteTimeout; 0 means 10s.
@@ -116,6 +119,14 @@ type Config struct {
 	// Output and Name are set per stream by its Overrides (see watch.go);
 	// "" means OutputsFor's usual choice.
 	Output, Name string
+}
+
+// Admission is asked, under the registry's lock (so it must not block),
+// before a new stream starts; data for a running stream never is. Its
+// errors go to the client as they are.
+type Admission interface {
+	Check() error // would a new stream be refused now? Takes no place
+	Admit() error // take a place for one new stream, or refuse it
 }
 
 // Observer receives events from sessions. Calls come from many goroutines

@@ -3,7 +3,10 @@ package transport
 import (
 	"errors"
 	"net/http"
+	"strconv"
 	"time"
+
+	"ffmpeg-publisher/admission"
 )
 
 // The stream API: GET /streams, GET /streams/{id} (admin key), DELETE
@@ -110,8 +113,11 @@ func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) {
 	s.reply(w, r, http.StatusOK, "ok", map[string]any{"status": "alive"})
 }
 
-// handleReadyz answers 503 while draining or when ffmpeg cannot run, so a
-// load balancer sends new streams elsewhere.
+// handleReadyz answers 503 while draining, while saturated or when ffmpeg
+// cannot run, so a load balancer sends new streams elsewhere. A balancer
+// that keeps each ID on its instance asks with ?sticky=1: saturation is
+// then 404, which HAProxy's disable-on-404 reads as "no new IDs, keep
+// sending the ones placed here" (a 503 would move them, splitting streams).
 func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
 	if s.draining.Load() {
 		s.reply(w, r, http.StatusServiceUnavailable, "draining: the server is shutting down", map[string]any{"status": "draining"})
@@ -119,6 +125,16 @@ func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
 	}
 	if s.cfg.Ready != nil {
 		if err := s.cfg.Ready(); err != nil {
+			var sat *admission.Saturated
+			if errors.As(err, &sat) {
+				code := http.StatusServiceUnavailable
+				if r.URL.Query().Get("sticky") == "1" {
+					code = http.StatusNotFound
+				}
+				w.Header().Set("Retry-After", strconv.Itoa(retrySeconds(sat.RetryAfter)))
+				s.reply(w, r, code, err.Error(), map[string]any{"status": "saturated", "reason": sat.Reason})
+				return
+			}
 			s.reply(w, r, http.StatusServiceUnavailable, err.Error(), map[string]any{"status": "not ready"})
 			return
 		}

@@ -21,6 +21,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"ffmpeg-publisher/admission"
 	"ffmpeg-publisher/hooks"
 	"ffmpeg-publisher/session"
 
@@ -277,7 +278,8 @@ func status(err error) (int, string) {
 		return http.StatusUnsupportedMediaType, err.Error()
 	case errors.As(err, &ue):
 		return http.StatusBadGateway, ue.Error()
-	case errors.Is(err, session.ErrAtCapacity), errors.Is(err, session.ErrShuttingDown), errors.Is(err, session.ErrBufferFull):
+	case errors.Is(err, session.ErrAtCapacity), errors.Is(err, session.ErrShuttingDown), errors.Is(err, session.ErrBufferFull),
+		errors.As(err, new(*admission.Saturated)):
 		return http.StatusServiceUnavailable, err.Error()
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded), isTimeout(err):
 		return http.StatusRequestTimeout, "the request was not completed in time"
@@ -315,6 +317,7 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error, extra m
 	code, msg := status(err)
 	var rl *rateLimited
 	var ref *hooks.Refusal
+	var sat *admission.Saturated
 	switch {
 	case errors.As(err, &rl):
 		w.Header().Set("Retry-After", strconv.Itoa(retrySeconds(rl.retryAfter)))
@@ -322,6 +325,8 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error, extra m
 		w.Header().Set("Retry-After", ref.RetryAfter)
 	case errors.Is(err, session.ErrBufferFull):
 		w.Header().Set("Retry-After", "1") // a restart takes a second or two
+	case errors.As(err, &sat):
+		w.Header().Set("Retry-After", strconv.Itoa(retrySeconds(sat.RetryAfter)))
 	}
 	l := s.log.WithFields(logrus.Fields{"path": r.URL.Path, "remote": r.RemoteAddr, "status": code})
 	if id := requestID(r); id != "" && session.ValidID(id) {

@@ -11,6 +11,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"ffmpeg-publisher/admission"
 	"ffmpeg-publisher/hooks"
 	"ffmpeg-publisher/session"
 
@@ -47,7 +48,7 @@ func closeCode(err error) int {
 	case errors.Is(err, session.ErrNotMP3), errors.Is(err, session.ErrNotWebM), errors.Is(err, session.ErrNotAAC), errors.As(err, new(*badRequest)),
 		errors.As(err, new(*session.PCMError)):
 		return websocket.CloseUnsupportedData // 1003
-	case errors.Is(err, session.ErrAtCapacity):
+	case errors.Is(err, session.ErrAtCapacity), errors.As(err, new(*admission.Saturated)):
 		return websocket.CloseTryAgainLater // 1013
 	case errors.Is(err, session.ErrShuttingDown):
 		return websocket.CloseGoingAway // 1001

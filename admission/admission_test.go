@@ -1,0 +1,174 @@
+package admission
+
+import (
+	"context"
+	"errors"
+	"os"
+	"testing"
+	"time"
+
+	"ffmpeg-publisher/session"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// TestParsePressure reads "some avg10" from the kernel's PSI text, and
+// says unknown for text without it (a kernel without PSI, or garbage).
+func TestParsePressure(t *testing.T) {
+	for _, c := range []struct {
+		text string
+		want float64
+	}{
+		{"some avg10=12.41 avg60=13.30 avg300=22.89 total=7858234078\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n", 12.41},
+		{"full avg10=50.00 avg60=0.00 avg300=0.00 total=0\nsome avg10=87.5 avg60=1 avg300=1 total=1\n", 87.5},
+		{"some avg60=13.30 total=1\n", -1},
+		{"some avg10=x\n", -1},
+		{"", -1},
+	} {
+		if got := ParsePressure([]byte(c.text)); got != c.want {
+			t.Errorf("ParsePressure(%q) = %v, want %v", c.text, got, c.want)
+		}
+	}
+}
+
+// TestMachineProbe: the probe takes the streams' lag and starts from the
+// registry's list and the CPU pressure from the file, and treats a
+// missing file (no PSI in this kernel) as unknown, never as pressure.
+func TestMachineProbe(t *testing.T) {
+	var infos []session.Info
+	for i := 0; i < 10; i++ { // lags 0.1 … 1.0 s
+		infos = append(infos, session.Info{State: session.StateLive, FFmpeg: "publishing", Held: float64(i+1) / 10})
+	}
+	infos = append(infos,
+		session.Info{State: session.StateLive, FFmpeg: "publishing", Held: 30, Upstream: "not answering"}, // not our load
+		session.Info{State: session.StateLive, FFmpeg: "restarting", Held: 9},                             // nor this
+		session.Info{State: session.StateNew, FFmpeg: "not started"},
+		session.Info{State: session.StateLive, FFmpeg: "starting", Held: 2},
+		session.Info{State: session.StateEnding, FFmpeg: "starting"},
+	)
+	psi := t.TempDir() + "/cpu"
+	if err := os.WriteFile(psi, []byte("some avg10=42.00 avg60=1.00 avg300=1.00 total=1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l := Machine(func() []session.Info { return infos }, psi)()
+	want := Load{Streams: 10, Lag: 900 * time.Millisecond, Starting: 2, CPU: 42}
+	if l != want {
+		t.Errorf("load %+v, want %+v", l, want)
+	}
+	if l := Machine(func() []session.Info { return nil }, psi+".missing")(); l.CPU != -1 || l.Streams != 0 || l.Lag != 0 {
+		t.Errorf("no PSI, no streams: %+v", l)
+	}
+}
+
+// TestSaturationHysteresis: any measure at its threshold saturates at once;
+// the server takes streams again only after every measure has stayed under
+// 70% of its threshold for calmFor, and a relapse restarts that wait.
+func TestSaturationHysteresis(t *testing.T) {
+	th := Thresholds{Lag: time.Second, Starting: 10, CPU: 50}
+	c := New(nil, th)
+	now := time.Now()
+	look := func(l Load) {
+		now = now.Add(Every)
+		c.observe(l, now)
+	}
+	calm := Load{Streams: 5, Lag: 300 * time.Millisecond, CPU: 10}
+	look(calm)
+	if err := c.Check(); err != nil {
+		t.Fatalf("calm: %v", err)
+	}
+	for _, hot := range []struct {
+		load Load
+		why  string
+	}{
+		{Load{Streams: 5, Lag: time.Second, CPU: 10}, ReasonLag},
+		{Load{Starting: 10, CPU: -1}, ReasonStarting},
+		{Load{CPU: 50}, ReasonCPU},
+	} {
+		look(hot.load)
+		var sat *Saturated
+		if err := c.Check(); !errors.As(err, &sat) || sat.Reason != hot.why || sat.RetryAfter <= 0 {
+			t.Fatalf("%+v: Check = %v, want saturated by %s", hot.load, err, hot.why)
+		}
+		// Under the threshold but above 70% of it: still saturated.
+		warm := Load{Streams: 5, Lag: 800 * time.Millisecond, CPU: 10}
+		for i := 0; i < 3*calmLooks; i++ {
+			look(warm)
+		}
+		if c.Check() == nil {
+			t.Fatalf("left saturation at a lag of 80%% of the threshold")
+		}
+		for i := 0; i < calmLooks-1; i++ {
+			look(calm)
+		}
+		if c.Check() == nil {
+			t.Fatalf("left saturation after %d calm looks, want %d", calmLooks-1, calmLooks)
+		}
+		look(calm)
+		if err := c.Check(); err != nil {
+			t.Fatalf("still saturated after %d calm looks: %v", calmLooks, err)
+		}
+	}
+	// Unknown CPU (no PSI) and no streams never saturate.
+	look(Load{CPU: -1})
+	if err := c.Check(); err != nil {
+		t.Errorf("unknown load: %v", err)
+	}
+}
+
+// TestAdmitHerd: between two looks, admitted streams count as starting,
+// so a herd arriving at once is let in up to the start threshold and the
+// rest is refused (and counted) until a look sees the starts through.
+func TestAdmitHerd(t *testing.T) {
+	c := New(nil, Thresholds{Starting: 4, CPU: 50})
+	c.observe(Load{Starting: 1, CPU: -1}, time.Now())
+	for i := 0; i < 3; i++ {
+		if err := c.Admit(); err != nil {
+			t.Fatalf("stream %d: %v", i, err)
+		}
+	}
+	var sat *Saturated
+	if err := c.Admit(); !errors.As(err, &sat) || sat.Reason != ReasonStarting {
+		t.Fatalf("fifth start at once: %v, want refused", err)
+	}
+	if err := c.Check(); err != nil {
+		t.Errorf("a herd's refusal is not saturation: %v", err)
+	}
+	c.observe(Load{Starting: 0, CPU: -1}, time.Now())
+	if err := c.Admit(); err != nil {
+		t.Errorf("after the starts: %v", err)
+	}
+	if got := c.Status().Refused[ReasonStarting]; got != 1 {
+		t.Errorf("refused %d, want 1", got)
+	}
+	// Saturated: every new stream is refused and counted under its reason.
+	c.observe(Load{CPU: 99}, time.Now())
+	if err := c.Admit(); !errors.As(err, &sat) || sat.Reason != ReasonCPU {
+		t.Errorf("saturated: %v", err)
+	}
+	if st := c.Status(); !st.Saturated || st.Reason != ReasonCPU || st.Refused[ReasonCPU] != 1 {
+		t.Errorf("status %+v", st)
+	}
+}
+
+// TestRunLooks: Run looks through the probe until its context ends.
+func TestRunLooks(t *testing.T) {
+	looked := make(chan struct{}, 1)
+	c := New(func() Load {
+		select {
+		case looked <- struct{}{}:
+		default:
+		}
+		return Load{CPU: 100}
+	}, DefaultThresholds())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { c.Run(ctx); close(done) }()
+	<-looked
+	cancel()
+	<-done
+	if c.Check() == nil {
+		t.Error("the probe's load was not observed")
+	}
+}
