@@ -23,6 +23,7 @@ package ffpipe
 import (
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Config describes one ffmpeg invocation. The zero value of each field is
@@ -59,6 +60,11 @@ type Config struct {
 	// that drops rather than waits: a slow or full disk never holds up the
 	// outputs; a write error ends the recording only. "" for none.
 	Record string
+	// CatchUp is the most audio this ffmpeg is given at once at its start
+	// (held audio it replays faster than real time): the restreams' and
+	// the archive's queues hold that much (see restreamQueue). 0 is fine
+	// for a stream's first ffmpeg.
+	CatchUp time.Duration
 	// OutputRate and OutputChannels are the published audio's sample rate
 	// (-ar: 44100, 48000) and channels (-ac); 0 keeps the input's. Either
 	// means encoding, even with AudioCodec "copy".
@@ -164,12 +170,17 @@ func Args(cfg Config) []string {
 	if !tee {
 		return append(args, outputFor(outs[0], cfg.OutputFormat, cfg.TLSCA).args()...)
 	}
+	queue := restreamQueue(cfg.CatchUp, video != nil)
 	slaves := make([]string, len(outs))
 	for i, url := range outs {
-		slaves[i] = outputFor(url, cfg.OutputFormat, cfg.TLSCA).teeSlave(i == 0)
+		fifo := ""
+		if i > 0 {
+			fifo = restreamFifo(queue, video != nil)
+		}
+		slaves[i] = outputFor(url, cfg.OutputFormat, cfg.TLSCA).teeSlave(fifo)
 	}
 	if cfg.Record != "" {
-		slaves = append(slaves, recordSlave(cfg.Record))
+		slaves = append(slaves, recordSlave(cfg.Record, queue))
 	}
 	if video == nil {
 		args = append(args, "-map", "0:a") // with video, videoArgs maps both

@@ -1,7 +1,9 @@
 package ffpipe
 
 import (
+	"strconv"
 	"strings"
+	"time"
 )
 
 // output is one destination as ffmpeg writes it: a muxer, options for the
@@ -78,14 +80,17 @@ func (o output) args() []string {
 // teeSlave renders o as one slave of the tee muxer. The first output
 // (primary) is written in step with the encoder: its failure ends ffmpeg,
 // which the session restarts, so its progress is what was sent. Every other
-// one (restream) goes through a fifo of its own: a slow or dead restream
-// drops its packets instead of holding the others up, and ffmpeg reopens it
-// every restreamRetry while it fails, which touches no other output.
-func (o output) teeSlave(primary bool) string {
+// one (restream) goes through a fifo of its own (fifo, see restreamFifo): a
+// slow or dead restream drops its packets instead of holding the others up,
+// and ffmpeg reopens it while it fails, which touches no other output. Its
+// I/O is bounded (rw_timeout): a server that takes the connection and never
+// answers, or stops reading, fails the restream instead of holding it.
+func (o output) teeSlave(fifo string) string {
 	var b strings.Builder
 	b.WriteString("[f=" + teeEscape(o.format, teeOptSpecial))
-	if !primary {
-		b.WriteString(":onfail=ignore:use_fifo=1:fifo_options=" + teeEscape(restreamFifo, teeOptSpecial))
+	if fifo != "" {
+		b.WriteString(":onfail=ignore:use_fifo=1:fifo_options=" + teeEscape(fifo, teeOptSpecial))
+		o.add("rw_timeout", strconv.FormatInt(restreamTimeout.Microseconds(), 10))
 	}
 	for _, opt := range o.opts {
 		b.WriteString(":" + opt.name + "=" + teeEscape(opt.value, teeOptSpecial))
@@ -94,15 +99,44 @@ func (o output) teeSlave(primary bool) string {
 	return teeEscape(b.String(), teeListSpecial)
 }
 
-// restreamRetry is how often ffmpeg reopens a failed restream: as a
-// failed primary's restart backoff is at most 2 s, a server that returns
-// gets both within about as long.
+// restreamRetry is how often ffmpeg reopens a failed restream (its fifo
+// has no backoff): a refused connection costs next to nothing, and a hung
+// server one connection per restreamTimeout.
 const restreamRetry = "2"
 
-// restreamFifo: recover from any error, forever, at a fixed pace (the fifo
-// muxer has no backoff; a refused connection costs next to nothing), and
-// drop packets rather than block the encoder when the queue is full.
-const restreamFifo = "attempt_recovery=1:recover_any_error=1:max_recovery_attempts=0:recovery_wait_time=" + restreamRetry + ":drop_pkts_on_overflow=1"
+// restreamTimeout bounds a restream's connection, handshake and every
+// write: past it the restream fails and is retried.
+const restreamTimeout = 10 * time.Second
+
+// restreamFifo: recover from any error, forever, at a fixed pace; drop
+// packets rather than block the encoder when the queue is full, with a
+// queue that holds a catch-up whole (restreamQueue); with video, restart at
+// a keyframe after a drop or a recovery.
+func restreamFifo(queue int, video bool) string {
+	f := "attempt_recovery=1:recover_any_error=1:max_recovery_attempts=0:recovery_wait_time=" + restreamRetry +
+		":drop_pkts_on_overflow=1:queue_size=" + strconv.Itoa(queue)
+	if video {
+		f += ":restart_with_keyframe=1"
+	}
+	return f
+}
+
+// restreamQueue sizes a fifo's queue, in packets, so that a healthy output
+// never drops on a catch-up: a new ffmpeg replays the audio it is given
+// (catchUp) faster than real time, and a restream still connecting must
+// queue all of it. Counted at 50 AAC packets a second (48 kHz), plus the
+// video's frames, with catchUpMargin more; never below ffmpeg's default.
+func restreamQueue(catchUp time.Duration, video bool) int {
+	perSecond := 50
+	if video {
+		perSecond += videoFPS
+	}
+	return max(60, int((catchUp+catchUpMargin).Seconds()*float64(perSecond)))
+}
+
+// catchUpMargin covers audio that arrives while the catch-up is sent, and
+// a restream that connects slowly.
+const catchUpMargin = 5 * time.Second
 
 // The tee muxer reads its argument twice: the list of slaves split on "|",
 // then each slave's options split on ":" up to "]"; each reading takes a
@@ -131,7 +165,7 @@ func teeEscape(s, special string) string {
 // kill loses at most the last second; behind a fifo that drops packets
 // when the disk does not keep up, and no recovery, which would reopen and
 // truncate the file.
-func recordSlave(path string) string {
-	return teeEscape("[f=mp4:onfail=ignore:use_fifo=1:fifo_options="+teeEscape("drop_pkts_on_overflow=1", teeOptSpecial)+
+func recordSlave(path string, queue int) string {
+	return teeEscape("[f=mp4:onfail=ignore:use_fifo=1:fifo_options="+teeEscape("drop_pkts_on_overflow=1:queue_size="+strconv.Itoa(queue), teeOptSpecial)+
 		":movflags=+empty_moov+default_base_moof:frag_duration=1000000:flush_packets=1]"+path, teeListSpecial)
 }

@@ -63,7 +63,10 @@ type Proc struct {
 	progress Progress
 	err      error // set before done is closed
 	stopping bool  // SIGINT was sent by us
-	exited   bool  // the process has exited: its PID must not be signalled
+	detached bool  // killed by us once the primary had everything (see waitExit)
+	// primaryFailed: ffmpeg reported a failure of the primary output
+	primaryFailed bool
+	exited        bool // the process has exited: its PID must not be signalled
 }
 
 // Start launches ffmpeg for cfg. It returns an error only if the process
@@ -146,7 +149,7 @@ func start(cfg Config, log *logrus.Entry, slots chan struct{}) (*Proc, error) {
 		slots:  slots,
 		outs:   newRestreams(cfg.Also),
 	}
-	if len(cfg.Also) > 0 {
+	if len(cfg.Also) > 0 || cfg.Record != "" {
 		p.conn.isPrimary = primaryPeer(cfg.Target)
 	}
 	p.log.WithField("cmd", p.redact.Line(CommandLine(cfg))).Debug("ffmpeg started")
@@ -182,7 +185,7 @@ func (p *Proc) wait(readers *sync.WaitGroup) {
 
 	p.mu.Lock()
 	state := p.cmd.ProcessState
-	clean := waitErr == nil || (p.stopping && state != nil && state.ExitCode() == 255)
+	clean := waitErr == nil || (p.stopping && state != nil && state.ExitCode() == 255) || p.detached
 	if !clean {
 		p.err = &ExitError{State: state, Tail: append([]string(nil), p.tail...)}
 	}
@@ -225,6 +228,9 @@ func (p *Proc) readStderr(r io.ReadCloser) {
 		}
 		p.mu.Lock()
 		p.outs.line(raw, p.redact.Line)
+		if primaryFailure(raw) {
+			p.primaryFailed = true
+		}
 		if len(p.tail) == tailLines {
 			copy(p.tail, p.tail[1:])
 			p.tail = p.tail[:tailLines-1]
@@ -359,13 +365,16 @@ func (p *Proc) CloseInput() error {
 
 // Stop ends the process and returns once it has been reaped: stdin is
 // closed, then after flushGrace SIGINT goes to the process group, then
-// SIGKILL. flushGrace <= 0 means DefaultFlushGrace.
+// SIGKILL. flushGrace <= 0 means DefaultFlushGrace. With restreams or an
+// archive, the wait ends once the primary has everything and the others
+// had secondaryGrace (see waitExit): they never hold the primary's end.
 func (p *Proc) Stop(flushGrace time.Duration) error {
 	if flushGrace <= 0 {
 		flushGrace = DefaultFlushGrace
 	}
+	primary, watch := p.primarySocket()
 	p.CloseInput()
-	if p.waitFor(flushGrace) {
+	if p.waitExit(flushGrace, primary, watch) {
 		return p.Err()
 	}
 	p.log.Warn("ffmpeg did not exit after stdin closed; interrupting")

@@ -53,7 +53,8 @@ func TestArgs(t *testing.T) {
 	aac := []string{"-f", "mp3", "-i", "pipe:0", "-vn", "-c:a", "aac", "-b:a", "64k"}
 	video := []string{"-c:v", "libx264", "-preset", "ultrafast", "-tune", "stillimage,zerolatency", "-g", "10", "-keyint_min", "10", "-sc_threshold", "0"}
 	// Escaped once for the slave's options, once more for the tee's list.
-	fifo := `attempt_recovery\\=1\\:recover_any_error\\=1\\:max_recovery_attempts\\=0\\:recovery_wait_time\\=2\\:drop_pkts_on_overflow\\=1`
+	fifo := `attempt_recovery\\=1\\:recover_any_error\\=1\\:max_recovery_attempts\\=0\\:recovery_wait_time\\=2\\:drop_pkts_on_overflow\\=1\\:queue_size\\=250`
+	const timeout = ":rw_timeout=10000000"
 	cat := func(parts ...[]string) []string {
 		var out []string
 		for _, p := range parts {
@@ -90,8 +91,8 @@ func TestArgs(t *testing.T) {
 		{"several outputs go through tee", Config{Target: "rtmp://a/live/x", Also: []string{"srt://b:1", "rtmps://c/app/x"}, TLSCA: "/ca"}, cat(base, aac, tail,
 			[]string{"-map", "0:a", "-f", "tee",
 				"[f=flv:tcp_nodelay=1:flvflags=no_duration_filesize]rtmp://a/live/x" +
-					"|[f=mpegts:onfail=ignore:use_fifo=1:fifo_options=" + fifo + ":pes_payload_size=0]srt://b:1" +
-					"|[f=flv:onfail=ignore:use_fifo=1:fifo_options=" + fifo + ":tcp_nodelay=1:tls_verify=1:ca_file=/ca:flvflags=no_duration_filesize]rtmps://c/app/x"})},
+					"|[f=mpegts:onfail=ignore:use_fifo=1:fifo_options=" + fifo + ":pes_payload_size=0" + timeout + "]srt://b:1" +
+					"|[f=flv:onfail=ignore:use_fifo=1:fifo_options=" + fifo + ":tcp_nodelay=1:tls_verify=1:ca_file=/ca:flvflags=no_duration_filesize" + timeout + "]rtmps://c/app/x"})},
 		{"platform-ready: 48 kHz stereo and a black video", Config{Target: "rtmp://h/live/a", OutputRate: 48000, OutputChannels: 2, Video: "black"}, cat(base,
 			[]string{"-f", "mp3", "-i", "pipe:0",
 				"-filter_complex", "[0:a]aresample=8000,aformat=channel_layouts=mono,showwaves=s=320x180:n=5:colors=black@0,format=yuv420p[v]", "-map", "0:a", "-map", "[v]",
@@ -103,14 +104,14 @@ func TestArgs(t *testing.T) {
 				"-map", "0:a", "-map", "[v]",
 				"-c:a", "aac", "-b:a", "64k", "-ar", "44100"}, video, []string{"-flags:v", "+global_header"}, tail,
 			[]string{"-f", "tee", "[f=flv:tcp_nodelay=1:flvflags=no_duration_filesize]rtmp://h/live/a" +
-				"|[f=flv:onfail=ignore:use_fifo=1:fifo_options=" + fifo + ":tcp_nodelay=1:flvflags=no_duration_filesize]rtmp://r/live/a"})},
+				"|[f=flv:onfail=ignore:use_fifo=1:fifo_options=" + strings.Replace(fifo, "250", `275\\:restart_with_keyframe\\=1`, 1) + ":tcp_nodelay=1:flvflags=no_duration_filesize" + timeout + "]rtmp://r/live/a"})},
 		{"an archive alone goes through tee", Config{Target: "rtmp://a/live/x", Record: "/rec/x-20261201T000000.000Z.m4a"}, cat(base, aac, tail,
 			[]string{"-map", "0:a", "-f", "tee", "[f=flv:tcp_nodelay=1:flvflags=no_duration_filesize]rtmp://a/live/x" +
-				`|[f=mp4:onfail=ignore:use_fifo=1:fifo_options=drop_pkts_on_overflow\\=1:movflags=+empty_moov+default_base_moof:frag_duration=1000000:flush_packets=1]/rec/x-20261201T000000.000Z.m4a`})},
+				`|[f=mp4:onfail=ignore:use_fifo=1:fifo_options=drop_pkts_on_overflow\\=1\\:queue_size\\=250:movflags=+empty_moov+default_base_moof:frag_duration=1000000:flush_packets=1]/rec/x-20261201T000000.000Z.m4a`})},
 		{"tee escapes its separators", Config{Target: "rtmp://a/live/x?k=a|b", Also: []string{"rtmps://c/x"}, TLSCA: `/my:ca]'s\`}, cat(base, aac, tail,
 			[]string{"-map", "0:a", "-f", "tee",
 				`[f=flv:tcp_nodelay=1:flvflags=no_duration_filesize]rtmp://a/live/x?k=a\|b` +
-					`|[f=flv:onfail=ignore:use_fifo=1:fifo_options=` + fifo + `:tcp_nodelay=1:tls_verify=1:ca_file=/my\\:ca\\]\\\'s\\\\:flvflags=no_duration_filesize]rtmps://c/x`})},
+					`|[f=flv:onfail=ignore:use_fifo=1:fifo_options=` + fifo + `:tcp_nodelay=1:tls_verify=1:ca_file=/my\\:ca\\]\\\'s\\\\:flvflags=no_duration_filesize` + timeout + `]rtmps://c/x`})},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := Args(tc.cfg); !reflect.DeepEqual(got, tc.want) {

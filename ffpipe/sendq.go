@@ -46,7 +46,8 @@ type connFinder struct {
 	mu       sync.Mutex // guards the fields below
 	found    bool
 	tuple    tcpTuple
-	peerGone bool // the peer's end was not found on this host: do not ask again
+	inode    uint64 // its socket, to tell when ffmpeg closes it
+	peerGone bool   // the peer's end was not found on this host: do not ask again
 }
 
 // Conn reports the kernel's view of ffmpeg's output connection. It reads
@@ -62,7 +63,7 @@ func (p *Proc) Conn() (ConnState, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if !f.found {
-		t, err := findConn(p.Pid(), f.isPrimary)
+		r, err := findConn(p.Pid(), f.isPrimary)
 		if err != nil {
 			return ConnState{}, err
 		}
@@ -71,7 +72,7 @@ func (p *Proc) Conn() (ConnState, error) {
 			return ConnState{}, ErrNoConn // what was read may be another process's
 		default:
 		}
-		f.tuple, f.found = t, true
+		f.tuple, f.inode, f.found = r.tcpTuple, r.Inode, true
 	}
 	own, err := diagLookup(f.tuple)
 	if err != nil {
@@ -97,11 +98,11 @@ func (p *Proc) Conn() (ConnState, error) {
 
 // findConn returns the established TCP connection among pid's open files
 // whose peer is wanted (any if wanted is nil).
-func findConn(pid int, wanted func(netip.AddrPort) bool) (tcpTuple, error) {
+func findConn(pid int, wanted func(netip.AddrPort) bool) (tcpRow, error) {
 	dir := "/proc/" + strconv.Itoa(pid)
 	inodes, err := socketInodes(dir + "/fd")
 	if err != nil || len(inodes) == 0 {
-		return tcpTuple{}, ErrNoConn
+		return tcpRow{}, ErrNoConn
 	}
 	for _, table := range []string{"/net/tcp", "/net/tcp6"} {
 		b, err := os.ReadFile(dir + table)
@@ -110,15 +111,15 @@ func findConn(pid int, wanted func(netip.AddrPort) bool) (tcpTuple, error) {
 		}
 		rows, err := parseTCPTable(string(b))
 		if err != nil {
-			return tcpTuple{}, fmt.Errorf("%s%s: %w", dir, table, err)
+			return tcpRow{}, fmt.Errorf("%s%s: %w", dir, table, err)
 		}
 		for _, r := range rows {
 			if r.State == tcpEstablished && inodes[r.Inode] && (wanted == nil || wanted(r.Remote)) {
-				return r.tcpTuple, nil
+				return r, nil
 			}
 		}
 	}
-	return tcpTuple{}, ErrNoConn
+	return tcpRow{}, ErrNoConn
 }
 
 // socketInodes lists the inodes of the sockets open in an fd directory

@@ -43,6 +43,7 @@ func (s *Session) startAttempt() error {
 	fc.Target, fc.Also = s.outputs[0], s.outputs[1:]
 	fc.Record = s.recordFile(time.Now())
 	s.mu.Unlock()
+	fc.CatchUp = s.slog.pendAudio + upstreamRewind // what it replays at once
 	fc.LiveID = s.cfg.redactID(s.id)
 	if in := s.scan.input(); in != "" {
 		fc.InputFormat = in // MP3 goes in FLV tags: see flvFramer
