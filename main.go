@@ -210,6 +210,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	if err := checkPlatformFlags(c); err != nil {
 		return c, err
 	}
+	if err := checkOutputFlags(c); err != nil {
+		return c, err
+	}
 	if c.TLSCA != "" {
 		if _, err := os.Stat(c.TLSCA); err != nil {
 			return c, fmt.Errorf("-tls-ca: %w", err)

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"syscall"
 
+	"ffmpeg-publisher/ffpipe"
 	"ffmpeg-publisher/internal/redact"
 	"ffmpeg-publisher/routing"
 	"ffmpeg-publisher/session"
@@ -26,15 +27,16 @@ func (o *outputList) Set(v string) error {
 	return nil
 }
 
-// route gives each ID its outputs; nil without -output (-rtmp then).
-func (o outputList) route() func(id string) []string {
+// route gives each stream its outputs, by its name; nil without -output
+// (-rtmp then).
+func (o outputList) route() func(id, name string) []string {
 	if len(o) == 0 {
 		return nil
 	}
-	return func(id string) []string {
+	return func(_, name string) []string {
 		out := make([]string, len(o))
 		for i, t := range o {
-			out[i] = session.Target(t, id)
+			out[i] = session.Target(t, name)
 		}
 		return out
 	}
@@ -51,6 +53,22 @@ func (o outputList) shown(rtmp string) string {
 		shown[i] = redact.URL(session.Target(t, "{id}"), "{id}")
 	}
 	return strings.Join(shown, " ")
+}
+
+// checkOutputFlags refuses an -output (or -rtmp) the server must not
+// publish to: only rtmp://, rtmps:// and srt:// URLs with a host.
+func checkOutputFlags(c Config) error {
+	for i, t := range c.Outputs {
+		if err := ffpipe.CheckURL(strings.ReplaceAll(t, "{id}", "id")); err != nil {
+			return fmt.Errorf("-output #%d: %w", i+1, err)
+		}
+	}
+	if len(c.Outputs) == 0 && c.RTMP != "" {
+		if err := ffpipe.CheckURL(strings.ReplaceAll(c.RTMP, "{id}", "id")); err != nil {
+			return fmt.Errorf("-rtmp: %w", err)
+		}
+	}
+	return nil
 }
 
 // checkPlatformFlags validates -audio-rate, -audio-channels and -video.
@@ -78,7 +96,7 @@ func checkPlatformFlags(c Config) error {
 // newRoute gives each ID its outputs: -outputs-file's rule for it, else
 // -output's templates; nil (then -rtmp) without either. The file is read
 // now and again at each SIGHUP until ctx ends.
-func newRoute(ctx context.Context, cfg Config, log *logrus.Entry) (func(id string) []string, error) {
+func newRoute(ctx context.Context, cfg Config, log *logrus.Entry) (func(id, name string) []string, error) {
 	templates := cfg.Outputs.route()
 	if cfg.OutputsFile == "" {
 		return templates, nil
@@ -88,12 +106,12 @@ func newRoute(ctx context.Context, cfg Config, log *logrus.Entry) (func(id strin
 		return nil, fmt.Errorf("-outputs-file: %w", err)
 	}
 	go reloadOnHUP(ctx, file, log)
-	return func(id string) []string {
-		if outs := file.OutputsFor(id); outs != nil {
+	return func(id, name string) []string {
+		if outs := file.OutputsFor(id, name); outs != nil {
 			return outs
 		}
 		if templates != nil {
-			return templates(id)
+			return templates(id, name)
 		}
 		return nil
 	}, nil

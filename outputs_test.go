@@ -354,7 +354,7 @@ func TestOutputFlag(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := c.Outputs.route()("x"); !reflect.DeepEqual(got, []string{"rtmp://a/live/x", "srt://b:9000?streamid=x"}) {
+	if got := c.Outputs.route()("x", "x"); !reflect.DeepEqual(got, []string{"rtmp://a/live/x", "srt://b:9000?streamid=x"}) {
 		t.Errorf("outputs for x: %q", got)
 	}
 	c, err = parseConfig(nil, func(k string) string {
@@ -366,10 +366,75 @@ func TestOutputFlag(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := c.Outputs.route()("y"); !reflect.DeepEqual(got, []string{"rtmp://a/live/y", "rtmps://b/app/y?k=1"}) {
+	if got := c.Outputs.route()("y", "y"); !reflect.DeepEqual(got, []string{"rtmp://a/live/y", "rtmps://b/app/y?k=1"}) {
 		t.Errorf("outputs from the environment: %q", got)
 	}
 	if c, _ := parseConfig(nil, none, io.Discard); c.Outputs.route() != nil {
 		t.Error("without -output, -rtmp decides")
+	}
+	// Only network outputs: the server never writes where an -output
+	// could point it on its own disk; the error never quotes a key.
+	for _, bad := range [][]string{
+		{"-output", "file:///var/lib/SECRETKEY/{id}"},
+		{"-output", "rtmp://a/live/{id}", "-output", "/tmp/SECRETKEY.flv"},
+		{"-output", "http://a/SECRETKEY/{id}"},
+		{"-output", "rtmp:///live/SECRETKEY"},
+		{"-rtmp", "pipe:SECRETKEY"},
+	} {
+		_, err := parseConfig(bad, none, io.Discard)
+		if err == nil || strings.Contains(err.Error(), "SECRET") || !strings.Contains(err.Error(), "rtmp://, rtmps:// or srt://") && !strings.Contains(err.Error(), "without a host") {
+			t.Errorf("%q: %v, want a startup error naming the schemes and no key", bad, err)
+		}
+	}
+}
+
+// hungIngest takes TCP connections and never answers, as a crashed or
+// overloaded ingest does.
+func hungIngest(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conns := make(chan net.Conn, 64)
+	go func() {
+		defer close(conns)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns <- c
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		for c := range conns {
+			c.Close()
+		}
+	})
+	return ln.Addr().String()
+}
+
+// A restream whose server takes the connection and never answers does not
+// touch the primary: the stream ends in one publish there, with nothing
+// dropped. (ffmpeg itself never exits: its tee waits for the restream.)
+// About 6 s.
+func TestHungRestreamLeavesThePrimaryWhole(t *testing.T) {
+	t.Parallel()
+	rtmptest.Require(t, "ffmpeg", "ffprobe", "nginx")
+	primary := rtmptest.Start(t)
+	p := startPublisher(t, "", func(c *Config) {
+		c.Outputs = outputList{primary.URL + "/{id}", "rtmp://" + hungIngest(t) + "/live/{id}"}
+	})
+	audio := rtmptest.MP3(t, 3.024, 16000, 1, "32k", true)
+	p.postChunks(t, "hung", splitEvery(audio, 14*144), 504*time.Millisecond)
+	checkArrived(t, primary, p, "hung", session.MP3Duration(audio))
+	p.ended.mu.Lock()
+	defer p.ended.mu.Unlock()
+	for _, line := range p.ended.lines["hung"] {
+		if strings.Contains(line, "dropped") || strings.Contains(line, "ffmpeg started; it sends") {
+			t.Errorf("the hung restream cost the primary: %s", line)
+		}
 	}
 }

@@ -1,6 +1,9 @@
 package ffpipe
 
 import (
+	"errors"
+	"fmt"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -168,4 +171,46 @@ func teeEscape(s, special string) string {
 func recordSlave(path string, queue int) string {
 	return teeEscape("[f=mp4:onfail=ignore:use_fifo=1:fifo_options="+teeEscape("drop_pkts_on_overflow=1:queue_size="+strconv.Itoa(queue), teeOptSpecial)+
 		":movflags=+empty_moov+default_base_moof:frag_duration=1000000:flush_packets=1]"+path, teeListSpecial)
+}
+
+// CheckURL tells whether u is an output the server publishes to: an
+// rtmp://, rtmps:// or srt:// URL with a host. Anything else (a file, a
+// pipe, another protocol ffmpeg knows) is refused. The error never quotes
+// u, which may hold a key.
+func CheckURL(u string) error {
+	scheme := Scheme(u)
+	switch scheme {
+	case "rtmp", "rtmps", "srt":
+	case "":
+		return errors.New("not a URL: want rtmp://, rtmps:// or srt://")
+	default:
+		return fmt.Errorf("%s:// is not an output: want rtmp://, rtmps:// or srt://", shortScheme(scheme))
+	}
+	p, err := url.Parse(u)
+	if err != nil || p.Host == "" || strings.ContainsAny(u, " \t\r\n") {
+		return fmt.Errorf("a %s:// URL without a host, or with spaces", scheme)
+	}
+	return nil
+}
+
+// shortScheme names a scheme in an error without letting a long one (a
+// URL without "://" early on) carry a key along.
+func shortScheme(s string) string {
+	if len(s) > 10 || strings.ContainsAny(s, "/?@:=&") {
+		return "this"
+	}
+	return s
+}
+
+// shownForms lists every form in which ffmpeg's command line and its words
+// may carry the outputs' secrets: each URL as given, and as the tee's list
+// escapes it (a key with |, ' or \ in it), for the redaction.
+func shownForms(urls []string) []string {
+	forms := append([]string(nil), urls...)
+	for _, u := range urls {
+		if e := teeEscape(u, teeListSpecial); e != u {
+			forms = append(forms, e)
+		}
+	}
+	return forms
 }

@@ -142,7 +142,7 @@ func start(cfg Config, log *logrus.Entry, slots chan struct{}) (*Proc, error) {
 		cmd:    cmd,
 		stdin:  stdinW,
 		log:    log.WithField("pid", cmd.Process.Pid),
-		redact: redact.All(cfg.LiveID, cfg.Outputs()...),
+		redact: redact.All(cfg.LiveID, shownForms(cfg.Outputs())...),
 		ready:  make(chan struct{}),
 		done:   make(chan struct{}),
 		nice:   cfg.Nice,

@@ -336,3 +336,30 @@ func TestFFmpegsWordsAreRedacted(t *testing.T) {
 		}
 	}
 }
+
+// A key holding the tee's special characters (| ' \\) reaches the command
+// line escaped; the debug log of it shows no part of the key either way.
+func TestTeeEscapedSecretsAreRedacted(t *testing.T) {
+	var logs bytes.Buffer
+	l := logrus.New()
+	l.SetOutput(&logs)
+	l.SetLevel(logrus.DebugLevel)
+	cfg, _ := fake(t, fakeffmpeg.Leak)
+	cfg.Target = `rtmp://127.0.0.1:1/live/abc?key=KEYONE|KEYTWO'KEYTHREE\KEYFOUR`
+	cfg.Also = []string{`rtmps://127.0.0.1:2/app/abc/KEYFIVE|KEYSIX`}
+	cfg.Record = filepath.Join(t.TempDir(), "abc.m4a")
+	cfg.LiveID = "abc"
+	p, err := Start(t.Context(), cfg, logrus.NewEntry(l))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitDone(t, p)
+	if !strings.Contains(logs.String(), "cmd=") || !strings.Contains(CommandLine(cfg), `KEYONE\|KEYTWO\'KEYTHREE\\KEYFOUR`) {
+		t.Fatalf("the test does not exercise the escaped form:\n%s", CommandLine(cfg))
+	}
+	for _, secret := range []string{"KEYONE", "KEYTWO", "KEYTHREE", "KEYFOUR", "KEYFIVE", "KEYSIX"} {
+		if strings.Contains(logs.String(), secret) || strings.Contains(p.Err().Error(), secret) {
+			t.Errorf("%s shown:\n%s", secret, logs.String())
+		}
+	}
+}

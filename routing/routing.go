@@ -8,9 +8,14 @@
 //	# comment
 //	PATTERN URL [URL...]
 //
-// PATTERN is a shell pattern on the ID (path.Match: room-*, *, a?c); each
-// URL is an output, the first the primary, with "{id}" replaced by the ID
-// and nothing appended. An ID no rule matches goes to -output or -rtmp.
+// PATTERN is a shell pattern on the live ID (path.Match: room-*, *, a?c),
+// the ID the client sent, never the name an on_publish hook gave. Each URL
+// is an output (rtmp://, rtmps:// or srt://), the first the primary, with
+// "{id}" replaced by the stream's name (the ID unless a hook named it) and
+// nothing appended. A pattern that matches more than one ID (it has *, ?
+// or [) must put {id} in every URL: without it every matching stream would
+// publish to the same key, and the file is refused. An ID no rule matches
+// goes to -output or -rtmp.
 package routing
 
 import (
@@ -20,6 +25,8 @@ import (
 	"path"
 	"strings"
 	"sync/atomic"
+
+	"ffmpeg-publisher/ffpipe"
 )
 
 // rule sends the IDs its pattern matches to its outputs.
@@ -47,9 +54,13 @@ func Parse(text string) (*Table, error) {
 		if _, err := path.Match(f[0], ""); err != nil {
 			return nil, fmt.Errorf("line %d: pattern %q: %w", n, f[0], err)
 		}
-		for _, u := range f[1:] {
-			if !strings.Contains(u, "://") {
-				return nil, fmt.Errorf("line %d: %q is not a URL", n, shorten(u))
+		shared := strings.ContainsAny(f[0], "*?[")
+		for i, u := range f[1:] {
+			if err := ffpipe.CheckURL(u); err != nil {
+				return nil, fmt.Errorf("line %d, output #%d: %w", n, i+1, err)
+			}
+			if shared && !strings.Contains(u, "{id}") {
+				return nil, fmt.Errorf("line %d, output #%d: pattern %q matches many IDs but the URL has no {id}: they would all publish to one key (one line per ID, or {id} in the URL)", n, i+1, f[0])
 			}
 		}
 		t.rules = append(t.rules, rule{pattern: f[0], outputs: f[1:]})
@@ -57,16 +68,9 @@ func Parse(text string) (*Table, error) {
 	return t, sc.Err()
 }
 
-// shorten names a bad field without printing a key whole.
-func shorten(s string) string {
-	if len(s) > 8 {
-		return s[:8] + "…"
-	}
-	return s
-}
-
-// OutputsFor returns id's outputs, or nil if no rule matches it.
-func (t *Table) OutputsFor(id string) []string {
+// OutputsFor returns the outputs of the live ID id, published as name,
+// or nil if no rule matches id.
+func (t *Table) OutputsFor(id, name string) []string {
 	if t == nil {
 		return nil
 	}
@@ -74,7 +78,7 @@ func (t *Table) OutputsFor(id string) []string {
 		if ok, _ := path.Match(r.pattern, id); ok {
 			out := make([]string, len(r.outputs))
 			for i, u := range r.outputs {
-				out[i] = strings.ReplaceAll(u, "{id}", id)
+				out[i] = strings.ReplaceAll(u, "{id}", name)
 			}
 			return out
 		}
@@ -116,4 +120,4 @@ func (f *File) Reload() (*Table, error) {
 }
 
 // OutputsFor asks the current table.
-func (f *File) OutputsFor(id string) []string { return f.table.Load().OutputsFor(id) }
+func (f *File) OutputsFor(id, name string) []string { return f.table.Load().OutputsFor(id, name) }

@@ -20,19 +20,20 @@ import (
 // applies to streams that start after it.
 
 // OutputsFor returns id's output URLs, primary first: Route's when it has
-// any, else RTMPBase with the ID in it. This is the one place that decides
-// where a stream goes.
+// any, else RTMPBase with the stream's name in it. Routes match the live
+// ID; the name (the ID unless a hook named the stream) goes in the URLs.
+// This is the one place that decides where a stream goes.
 func (c Config) OutputsFor(id string) []string {
-	id = c.streamName(id)
+	name := c.streamName(id)
 	if c.Output != "" {
-		return []string{strings.ReplaceAll(c.Output, "{id}", id)}
+		return []string{strings.ReplaceAll(c.Output, "{id}", name)}
 	}
 	if c.Route != nil {
-		if outs := c.Route(id); len(outs) > 0 {
+		if outs := c.Route(id, name); len(outs) > 0 {
 			return outs
 		}
 	}
-	return []string{Target(c.RTMPBase, id)}
+	return []string{Target(c.RTMPBase, name)}
 }
 
 // OutputInfo is one output's state in Info.

@@ -12,17 +12,23 @@ func TestOutputsFor(t *testing.T) {
 	if got := c.OutputsFor("a"); !reflect.DeepEqual(got, []string{"rtmp://h/live/a"}) {
 		t.Errorf("without a route: %q", got)
 	}
-	c.Route = func(id string) []string {
+	c.Route = func(id, name string) []string {
 		if id == "none" {
 			return nil
 		}
-		return []string{"rtmp://p/" + id, "srt://r:9000?streamid=" + id}
+		return []string{"rtmp://p/" + name, "srt://r:9000?streamid=" + name}
 	}
 	if got := c.OutputsFor("b"); !reflect.DeepEqual(got, []string{"rtmp://p/b", "srt://r:9000?streamid=b"}) {
 		t.Errorf("routed: %q", got)
 	}
 	if got := c.OutputsFor("none"); !reflect.DeepEqual(got, []string{"rtmp://h/live/none"}) {
 		t.Errorf("a route with nothing for the ID: %q", got)
+	}
+	// A hook's name goes in the URLs; the route is still chosen by the ID.
+	named := c
+	named.Name = "none"
+	if got := named.OutputsFor("b"); !reflect.DeepEqual(got, []string{"rtmp://p/none", "srt://r:9000?streamid=none"}) {
+		t.Errorf("named by a hook: %q, want b's route with the name in it", got)
 	}
 	if got := Target("srt://r:9000", "x"); got != "srt://r:9000" {
 		t.Errorf("an srt base gets no path: %q", got)

@@ -78,9 +78,10 @@ type Config struct {
 	// RecordDir, when set, gets a file per ffmpeg of each stream (see
 	// recordFile).
 	RecordDir string
-	// Route gives a live ID's output URLs, primary first (see
-	// OutputsFor); nil, or none for an ID, means RTMPBase's.
-	Route func(id string) []string
+	// Route gives a live ID's output URLs, primary first, with name (the
+	// stream's name: see OutputsFor) in them; nil, or none for an ID,
+	// means RTMPBase's.
+	Route func(id, name string) []string
 	// IdleTimeout ends a session without data; 0 means 30s.
 	IdleTimeout time.Duration
 	// MaxSessions caps live sessions; 0 means no cap.
