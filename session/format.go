@@ -47,6 +47,8 @@ func newFormat(fc ffpipe.Config) format {
 		return &webmUnits{}
 	case "aac":
 		return &aacUnits{}
+	case "opus":
+		return &opusUnits{}
 	case "pcm":
 		return newPCMUnits(fc.SampleRate, fc.Channels)
 	}
