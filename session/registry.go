@@ -109,6 +109,9 @@ type Source struct {
 	// it returns the new stream's Overrides. An approval starts one stream.
 	Approve  func(context.Context) (*Overrides, error)
 	Approved bool
+	// Stats, when set, reports a WebRTC publisher's receiver figures for
+	// the stream list; it must not call into the session.
+	Stats func() *WebRTCStats
 }
 
 // errApprove: the writer would start a stream it was not approved for.

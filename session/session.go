@@ -162,6 +162,9 @@ func (s *Session) infoLocked() Info {
 		info.LastError = s.err.Error()
 	}
 	info.Outputs = s.outputStatesLocked()
+	if s.source.Stats != nil {
+		info.WebRTC = s.source.Stats()
+	}
 	return info
 }
 

@@ -222,6 +222,7 @@ type Info struct {
 	LastError string        `json:"last_error,omitempty"`
 	Outputs   OutputStates  `json:"outputs"` // each output's state, primary first
 	EndReason string        `json:"end_reason,omitempty"`
+	WebRTC    *WebRTCStats  `json:"webrtc,omitempty"` // of a WHIP publisher
 	Cause     Cause         `json:"-"`
 }
 
