@@ -100,6 +100,9 @@ type Config struct {
 	RecordKeep      time.Duration
 	Admit           admission.Thresholds
 	AdmitPressure   string
+	WebRTCUDP       string
+	WebRTCTCP       string
+	WebRTCIP        string
 }
 
 // parseConfig reads flags, then fills every flag not given on the command
@@ -162,6 +165,9 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.StringVar(&c.HookFail, "hook-fail", "closed", `when on_publish does not answer: "closed" refuses the stream (503), "open" lets it start`)
 	fs.StringVar(&c.HookSecret, "hook-secret", "", "secret that signs every hook call (X-Publisher-Signature); empty sends them unsigned")
 	fs.BoolVar(&c.HookOnly, "hook-only", false, "with -on-publish, the hook alone decides who publishes: keys and tokens are not checked")
+	fs.StringVar(&c.WebRTCUDP, "webrtc-udp", "", "UDP address every WHIP (WebRTC) publisher's audio arrives on, e.g. :8189; empty turns WHIP off")
+	fs.StringVar(&c.WebRTCTCP, "webrtc-tcp", "", "TCP address for WHIP publishers whose network blocks UDP (ICE-TCP), e.g. :8189; empty: UDP only")
+	fs.StringVar(&c.WebRTCIP, "webrtc-ip", "", "comma-separated public IPs WHIP publishers are told to send to (a server behind NAT); empty: the interfaces' addresses")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -402,6 +408,13 @@ func serveUntil(ctx, hurry context.Context, cfg Config, ln net.Listener, log *lo
 		BufferAudio:  bufAudio,
 		SeqWait:      cfg.SeqWait,
 	}, log)
+	whipHost, err := newWHIP(cfg, log)
+	if err != nil {
+		return err
+	}
+	if whipHost != nil {
+		defer whipHost.Close() // after the API's Shutdown: every peer has ended
+	}
 	allowedOrigins, _ := origins(cfg)
 	proxies, _ := transport.ParseCIDRs(cfg.TrustedProxies)
 	if cfg.TokenSecret != "" && len(cfg.TokenSecret) < 16 {
@@ -428,6 +441,7 @@ func serveUntil(ctx, hurry context.Context, cfg Config, ln net.Listener, log *lo
 		Demo:           web.Handler(),
 		SuccessErrcode: cfg.LegacyErrcode,
 		Status:         web.StatusHandler(),
+		WHIP:           whipHost,
 	}, reg, log)
 	mets.WatchLimits(api.LimitStats)
 	mets.WatchSessions(cfg.MaxSessions, reg.List)

@@ -24,6 +24,7 @@ import (
 	"ffmpeg-publisher/admission"
 	"ffmpeg-publisher/hooks"
 	"ffmpeg-publisher/session"
+	"ffmpeg-publisher/whip"
 
 	"github.com/sirupsen/logrus"
 )
@@ -87,6 +88,8 @@ type Config struct {
 	// HookOnly: with Hooks, on_publish alone decides; keys and tokens
 	// are not checked.
 	HookOnly bool
+	// WHIP takes WebRTC publishers at /whip/{id}; nil answers 404.
+	WHIP *whip.Host
 }
 
 // Defaults for the zero values of Config.
@@ -131,6 +134,7 @@ type Server struct {
 	key      secretKey // of cfg.Key
 	adminKey secretKey // of cfg.AdminKey
 	draining atomic.Bool
+	whips    *whipTable
 }
 
 // New returns the API's server state; Handler gives its routes.
@@ -158,6 +162,7 @@ func New(cfg Config, reg *session.Registry, log *logrus.Entry) *Server {
 		origins:  newOriginPolicy(cfg.AllowedOrigins),
 		key:      newSecretKey(cfg.Key),
 		adminKey: newSecretKey(cfg.AdminKey),
+		whips:    &whipTable{conns: map[string]*whipConn{}},
 	}
 }
 
@@ -172,6 +177,8 @@ func (s *Server) Handler() http.Handler {
 	mux.Handle("/live/{id}", s.api(s.limited(s.handleLive)))
 	mux.Handle("GET /streams", s.api(s.limited(s.handleStreams)))
 	mux.Handle("/streams/{id}", s.api(s.limited(s.handleStream)))
+	mux.Handle("/whip/{id}", s.api(s.limited(s.handleWHIP)))
+	mux.Handle("/whip/{id}/{resource}", s.api(s.limited(s.handleWHIPSession)))
 	mux.Handle("POST /tokens", s.api(s.limited(s.handleMintToken)))
 	mux.HandleFunc("/healthz", s.handleHealthz)
 	mux.HandleFunc("/readyz", s.handleReadyz)
@@ -242,6 +249,9 @@ func status(err error) (int, string) {
 		bde *bodyError
 	)
 	var ref *hooks.Refusal
+	if code, msg, ok := whipStatus(err); ok {
+		return code, msg
+	}
 	switch {
 	case errors.As(err, &ref):
 		return ref.Status, ref.Message
