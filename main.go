@@ -445,6 +445,7 @@ func serveUntil(ctx, hurry context.Context, cfg Config, ln net.Listener, log *lo
 	}, reg, log)
 	mets.WatchLimits(api.LimitStats)
 	mets.WatchSessions(cfg.MaxSessions, reg.List)
+	mets.WatchWebRTC(reg.List)
 	mets.WatchAdmission(adm.Status)
 	stopAdmission := runAdmission(adm)
 	defer stopAdmission()

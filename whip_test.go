@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -120,4 +121,49 @@ func TestWHIPLossAndReorder(t *testing.T) {
 		t.Fatalf("DELETE: %d %v", code, err)
 	}
 	checkWHIPRecording(t, rtmp, p, id, sent)
+}
+
+// A publisher whose peer goes away (closed, no DELETE) and comes back
+// with the same ID within the idle timeout continues the stream: one
+// publish holding both parts and the silence between them.
+func TestWHIPReconnectContinues(t *testing.T) {
+	t.Parallel()
+	rtmptest.Require(t, "ffmpeg", "ffprobe", "nginx")
+	rtmp := rtmptest.Start(t)
+	p := startWHIPPublisher(t, rtmp.URL)
+	pkts := rtmptest.OpusPackets(t, 3)
+	part := time.Duration(len(pkts)) * 20 * time.Millisecond
+	const id = "whip-reconnect"
+	first, _ := whipSend(t, p, id, pkts, whipclient.Impair{}, part)
+	first.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var second *whipclient.Client
+	for { // until the server has seen the first peer go: 409 meanwhile
+		c, err := whipclient.Publish(ctx, p.URL+"/whip/"+id, "secret")
+		var re *whipclient.RefusedError
+		if errors.As(err, &re) && re.Status == 409 && ctx.Err() == nil {
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		second = c
+		break
+	}
+	defer second.Close()
+	if _, err := second.Send(ctx, pkts, whipclient.Impair{}); err != nil {
+		t.Fatal(err)
+	}
+	for info, _ := p.streamInfo(t, id); info.Seconds < (2 * part).Seconds(); info, _ = p.streamInfo(t, id) {
+		if ctx.Err() != nil {
+			t.Fatalf("the stream counted %.3f s, want %v", info.Seconds, 2*part)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if code, err := second.Delete(ctx, "secret"); err != nil || code != 200 {
+		t.Fatalf("DELETE: %d %v", code, err)
+	}
+	checkWHIPRecording(t, rtmp, p, id, 2*part)
 }
