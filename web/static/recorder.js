@@ -5,6 +5,7 @@
 // reconnection, so the server's session (kept for its idle timeout)
 // continues the same stream.
 import { toInt16, toS16LE, level, backoff, describe, closeReason } from './lib.js';
+import { publishWHIP } from './whip.js';
 
 const $ = (id) => document.getElementById(id);
 const QUEUE_LIMIT = 2 << 20; // bytes kept while disconnected (minutes of audio)
@@ -148,15 +149,42 @@ async function start() {
     rec.encoder = new lamejs.Mp3Encoder(1, ctx.sampleRate, 64);
   }
   rec.timer = setInterval(tick, 250);
-  connect();
+  if (format === 'whip') {
+    startWHIP(id, key);
+  } else {
+    connect();
+  }
   $('stop').disabled = false;
   show('Connecting…');
+}
+
+// startWHIP publishes over WebRTC instead of the WebSocket: the browser
+// encodes Opus itself, and WebRTC takes care of loss and congestion.
+async function startWHIP(id, key) {
+  const r = rec;
+  const endpoint = new URL(`../whip/${encodeURIComponent(id)}`, location.href).toString();
+  const states = {
+    connected: 'Live: sending Opus over WebRTC (WHIP).',
+    disconnected: 'The WebRTC connection is interrupted; waiting for it to come back…',
+    failed: 'The WebRTC connection failed.',
+  };
+  try {
+    r.whip = await publishWHIP(endpoint, key, r.stream, (state) => {
+      if (rec !== r || r.stopping || !states[state]) return;
+      if (state === 'failed') stop(states[state], true);
+      else show(states[state]);
+    });
+    if (r.stopping) r.whip.stop();
+  } catch (e) {
+    if (rec === r) stop(e.message, true);
+  }
 }
 
 function stop(message, isError) {
   const r = rec;
   if (!r) return;
   r.stopping = true;
+  if (r.whip) r.whip.stop();
   clearTimeout(r.retry);
   clearInterval(r.timer);
   if (r.encoder) {
