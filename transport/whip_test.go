@@ -172,3 +172,41 @@ func live(ts *testServer, id string) bool {
 	info, ok := ts.reg.Info(id)
 	return ok && info.State != session.StateEnded && info.State != session.StateEnding
 }
+
+// An offer with video besides Opus (OBS sends both) is answered: the
+// audio is taken, the video declined.
+func TestWHIPOfferWithVideo(t *testing.T) {
+	ts := whipServer(t)
+	m := &webrtc.MediaEngine{}
+	if err := m.RegisterDefaultCodecs(); err != nil {
+		t.Fatal(err)
+	}
+	pc, err := webrtc.NewAPI(webrtc.WithMediaEngine(m)).NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	for _, codec := range []webrtc.RTPCodecCapability{opusCodec, {MimeType: webrtc.MimeTypeH264, ClockRate: 90000}} {
+		track, _ := webrtc.NewTrackLocalStaticRTP(codec, "av", "test")
+		if _, err := pc.AddTrack(track); err != nil {
+			t.Fatal(err)
+		}
+	}
+	o, err := pc.CreateOffer(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	answer, loc, err := whipclient.Offer(ctx, http.DefaultClient, ts.URL+"/whip/av", "k", o.SDP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(answer, "m=video 0") && !strings.Contains(answer, "a=inactive") {
+		t.Errorf("the video was not declined:\n%s", answer)
+	}
+	req, _ := http.NewRequest("DELETE", loc, nil)
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		resp.Body.Close()
+	}
+}
