@@ -118,6 +118,21 @@ func TestRestreamOutputDown(t *testing.T) {
 	if leaked != "" {
 		t.Errorf("/streams shows the restream's key: %s", leaked)
 	}
+	// The failure is logged once, the return once, and ffmpeg's words on
+	// each retry (every 2 s) stay out of the warnings.
+	count := func(text string) (n int) {
+		p.ended.mu.Lock()
+		defer p.ended.mu.Unlock()
+		for _, line := range p.ended.lines["two"] {
+			if strings.Contains(line, text) {
+				n++
+			}
+		}
+		return n
+	}
+	if f, r, w := count("output failed"), count("output publishes again"), count(`level=warning msg="ffmpeg error"`); f != 1 || r != 1 || w != 0 {
+		t.Errorf("logged %d failures, %d returns, %d ffmpeg errors; want one failure, one return, no ffmpeg error", f, r, w)
+	}
 	if downAt.IsZero() || againAt.IsZero() {
 		t.Fatalf("restream stopped at %v: seen down at %v, back at %v, publishing again at %v", stoppedAt, downAt, backAt, againAt)
 	}
@@ -425,10 +440,35 @@ func TestHungRestreamLeavesThePrimaryWhole(t *testing.T) {
 	rtmptest.Require(t, "ffmpeg", "ffprobe", "nginx")
 	primary := rtmptest.Start(t)
 	p := startPublisher(t, "", func(c *Config) {
+		c.AdminKey = "admin"
 		c.Outputs = outputList{primary.URL + "/{id}", "rtmp://" + hungIngest(t) + "/live/{id}"}
 	})
 	audio := rtmptest.MP3(t, 3.024, 16000, 1, "32k", true)
+	// Meanwhile /streams never shows the restream publishing: ffmpeg has
+	// not complained yet, but its server took nothing.
+	seen := map[string]bool{}
+	stop, looked := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(looked)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			if info, ok := p.streamInfo(t, "hung"); ok {
+				if outs := info.Outputs.List(); len(outs) == 2 && info.FFmpeg == "publishing" {
+					seen[outs[1].State] = true
+				}
+			}
+		}
+	}()
 	p.postChunks(t, "hung", splitEvery(audio, 14*144), 504*time.Millisecond)
+	close(stop)
+	<-looked
+	if !seen[session.OutputConnecting] || seen[session.OutputPublishing] {
+		t.Errorf("the hung restream was shown %v, want connecting and never publishing", seen)
+	}
 	checkArrived(t, primary, p, "hung", session.MP3Duration(audio))
 	p.ended.mu.Lock()
 	defer p.ended.mu.Unlock()
@@ -436,5 +476,53 @@ func TestHungRestreamLeavesThePrimaryWhole(t *testing.T) {
 		if strings.Contains(line, "dropped") || strings.Contains(line, "ffmpeg started; it sends") {
 			t.Errorf("the hung restream cost the primary: %s", line)
 		}
+	}
+}
+
+// A restream whose server stops reading (SIGSTOP) while connected is
+// shown stalled within the stall timeout, counted, and publishing again
+// once its server reads; the primary goes on in one publish. About 12 s.
+func TestRestreamStalled(t *testing.T) {
+	t.Parallel()
+	rtmptest.Require(t, "ffmpeg", "ffprobe", "nginx")
+	primary, restream := rtmptest.Start(t), rtmptest.Start(t)
+	p := startPublisher(t, "", func(c *Config) {
+		c.AdminKey, c.StallTimeout = "admin", 2*time.Second
+		c.Outputs = outputList{primary.URL + "/{id}", restream.URL + "/{id}"}
+	})
+	audio := rtmptest.MP3(t, 10, 16000, 1, "32k", true)
+	var frozen, stalled, back bool
+	wsStream(t, p, "stall", audio, func(i int) {
+		info, _ := p.streamInfo(t, "stall")
+		outs := info.Outputs.List()
+		if len(outs) != 2 {
+			return
+		}
+		switch {
+		case !frozen && outs[1].State == session.OutputPublishing:
+			frozen = restream.Signal(syscall.SIGSTOP) == nil
+		case frozen && !stalled && outs[1].State == session.OutputStalled:
+			stalled = true
+			if outs[0].State != session.OutputPublishing || outs[1].Error == "" {
+				t.Errorf("with the restream stalled: %+v", outs)
+			}
+			restream.Signal(syscall.SIGCONT)
+		case stalled && !back && outs[1].State == session.OutputPublishing:
+			back = true
+		}
+	})
+	restream.Signal(syscall.SIGCONT)
+	if !stalled || !back {
+		t.Fatalf("frozen %v, seen stalled %v, publishing again %v", frozen, stalled, back)
+	}
+	var stalls float64
+	for _, m := range p.scrape(t)["publisher_output_stalls_total"].GetMetric() {
+		stalls += m.GetCounter().GetValue()
+	}
+	if stalls != 1 {
+		t.Errorf("publisher_output_stalls_total = %v, want 1", stalls)
+	}
+	if n := primary.PublishCount("stall"); n != 1 {
+		t.Errorf("primary: %d publishes", n)
 	}
 }

@@ -50,12 +50,13 @@ type Proc struct {
 	log    *logrus.Entry
 	redact *redact.Target // hides the outputs' secrets in ffmpeg's words
 
-	ready  chan struct{} // closed at the first progress report
-	done   chan struct{} // closed after Wait returned
-	loaded sync.Once     // gives back the start slot, then lowers the priority
-	nice   int           // Config.Nice
-	slots  chan struct{} // the start slots it holds one of
-	conn   connFinder    // which socket is ffmpeg's output connection
+	ready  chan struct{}  // closed at the first progress report
+	done   chan struct{}  // closed after Wait returned
+	loaded sync.Once      // gives back the start slot, then lowers the priority
+	nice   int            // Config.Nice
+	slots  chan struct{}  // the start slots it holds one of
+	conn   connFinder     // which socket is ffmpeg's output connection
+	rconns *restreamConns // and each restream's
 
 	mu       sync.Mutex // guards the fields below
 	outs     restreams
@@ -148,6 +149,7 @@ func start(cfg Config, log *logrus.Entry, slots chan struct{}) (*Proc, error) {
 		nice:   cfg.Nice,
 		slots:  slots,
 		outs:   newRestreams(cfg.Also),
+		rconns: newRestreamConns(cfg.Also),
 	}
 	if len(cfg.Also) > 0 || cfg.Record != "" {
 		p.conn.isPrimary = primaryPeer(cfg.Target)
@@ -227,7 +229,7 @@ func (p *Proc) readStderr(r io.ReadCloser) {
 			continue
 		}
 		p.mu.Lock()
-		p.outs.line(raw, p.redact.Line)
+		quiet := p.outs.line(raw, p.redact.Line) || (len(p.outs.urls) > 0 && p.isReady() && restreamWords(raw) && !primaryFailure(raw))
 		if primaryFailure(raw) {
 			p.primaryFailed = true
 		}
@@ -238,7 +240,7 @@ func (p *Proc) readStderr(r io.ReadCloser) {
 		p.tail = append(p.tail, line)
 		p.mu.Unlock()
 		p.hasLoaded()
-		if strings.Contains(line, "[error]") || strings.Contains(line, "[fatal]") {
+		if !quiet && (strings.Contains(line, "[error]") || strings.Contains(line, "[fatal]")) {
 			p.log.WithField("ffmpeg", line).Warn("ffmpeg error")
 		} else {
 			p.log.WithField("ffmpeg", line).Debug("ffmpeg")
@@ -281,6 +283,15 @@ func (p *Proc) readProgress(r io.ReadCloser) {
 		}
 	}
 	io.Copy(io.Discard, r)
+}
+
+func (p *Proc) isReady() bool {
+	select {
+	case <-p.ready:
+		return true
+	default:
+		return false
+	}
 }
 
 // Pid is the process ID.

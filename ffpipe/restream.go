@@ -12,10 +12,12 @@ import (
 )
 
 // OutputState is what ffmpeg last said of one output. The primary's is
-// always the zero value: its failure ends ffmpeg.
+// always the zero value: its failure ends ffmpeg. ffmpeg says nothing when
+// a restream first opens: RestreamConn tells whether it is up.
 type OutputState struct {
 	Down       bool   // its last (re)open failed; ffmpeg tries again every restreamRetry
 	Err        string // why it is down, redacted
+	Failures   int    // failed opens and writes since ffmpeg started
 	Recoveries int    // times ffmpeg reopened it after a failure
 }
 
@@ -38,18 +40,25 @@ func newRestreams(urls []string) restreams {
 
 // line reads one raw stderr line; hide redacts the reason it keeps. A
 // fifo whose output failed always tries to reopen it, and a failed open
-// names the URL: that is how a fifo's address is tied to its restream.
-func (r *restreams) line(raw string, hide func(string) string) {
+// names the URL: that is how a fifo's address is tied to its restream. It
+// tells whether the line was a restream's.
+func (r *restreams) line(raw string, hide func(string) string) bool {
 	m := fifoLine.FindStringSubmatch(raw)
 	if m == nil {
-		return
+		return false
 	}
+	r.note(m, hide)
+	return true
+}
+
+func (r *restreams) note(m []string, hide func(string) string) {
 	addr, what, rest := m[1], m[2], m[3]
 	if what == "Error opening " {
 		for i, u := range r.urls {
 			if why, ok := strings.CutPrefix(rest, u+": "); ok {
 				r.fifos[addr] = i
 				r.state[i].Down, r.state[i].Err = true, hide(why)
+				r.state[i].Failures++
 				return
 			}
 		}
@@ -59,10 +68,27 @@ func (r *restreams) line(raw string, hide func(string) string) {
 	if !ok {
 		return // reopened at the first try: it was never seen down
 	}
-	if what == "Recovery successful" {
+	switch what {
+	case "Recovery successful":
 		r.state[i].Down, r.state[i].Err = false, ""
 		r.state[i].Recoveries++
+	case "Recovery failed: ":
+		r.state[i].Failures++
 	}
+}
+
+// restreamWords tells the lines ffmpeg prints about restreams' connections
+// once the primary is open: every try to reopen one prints a few, and they
+// go to the debug log, not the warnings (the session logs each restream's
+// failure and return, at its own pace). The primary's failures still
+// explain ffmpeg's exit: they stay in the tail.
+func restreamWords(line string) bool {
+	for _, tag := range []string{"[fifo @", "[tcp @", "[tls @", "[rtmp @", "[srt @", "[tee @"} {
+		if strings.HasPrefix(line, tag) {
+			return true
+		}
+	}
+	return false
 }
 
 // defaultPorts of the schemes the stall watch reads the connection of.

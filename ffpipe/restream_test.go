@@ -20,10 +20,10 @@ func TestRestreamStates(t *testing.T) {
 	}{
 		{"[fifo @ 0x55e3cd656340] Recovery successful", []OutputState{{}, {}}}, // a fifo never seen down
 		{"[tcp @ 0x7fa8740012c0] [error] Connection to tcp://b:1935?tcp_nodelay=1 failed: Connection refused", []OutputState{{}, {}}},
-		{"[fifo @ 0x55e3cd656340] [error] Error opening rtmp://b/live/x?k=SECRET: Connection refused", []OutputState{{Down: true, Err: "Connection refused"}, {}}},
-		{"[fifo @ 0x55e3cd656340] [error] Recovery failed: Connection refused", []OutputState{{Down: true, Err: "Connection refused"}, {}}},
-		{"[fifo @ 0x55e3cd656999] [error] Error opening srt://c:9000: Input/output error", []OutputState{{Down: true, Err: "Connection refused"}, {Down: true, Err: "Input/output error"}}},
-		{"[fifo @ 0x55e3cd656340] [info] Recovery successful", []OutputState{{Recoveries: 1}, {Down: true, Err: "Input/output error"}}},
+		{"[fifo @ 0x55e3cd656340] [error] Error opening rtmp://b/live/x?k=SECRET: Connection refused", []OutputState{{Down: true, Err: "Connection refused", Failures: 1}, {}}},
+		{"[fifo @ 0x55e3cd656340] [error] Recovery failed: Connection refused", []OutputState{{Down: true, Err: "Connection refused", Failures: 2}, {}}},
+		{"[fifo @ 0x55e3cd656999] [error] Error opening srt://c:9000: Input/output error", []OutputState{{Down: true, Err: "Connection refused", Failures: 2}, {Down: true, Err: "Input/output error", Failures: 1}}},
+		{"[fifo @ 0x55e3cd656340] [info] Recovery successful", []OutputState{{Recoveries: 1, Failures: 2}, {Down: true, Err: "Input/output error", Failures: 1}}},
 	}
 	for i, s := range steps {
 		r.line(s.line, hide)

@@ -63,7 +63,7 @@ func (p *Proc) Conn() (ConnState, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if !f.found {
-		r, err := findConn(p.Pid(), f.isPrimary)
+		r, err := findConn(p.Pid(), func(t tcpTuple) bool { return f.isPrimary == nil || f.isPrimary(t.Remote) })
 		if err != nil {
 			return ConnState{}, err
 		}
@@ -74,18 +74,24 @@ func (p *Proc) Conn() (ConnState, error) {
 		}
 		f.tuple, f.inode, f.found = r.tcpTuple, r.Inode, true
 	}
-	own, err := diagLookup(f.tuple)
+	return stateOf(f.tuple, &f.peerGone)
+}
+
+// stateOf asks the kernel about the connection t and, unless *peerGone,
+// about its peer's end on this host, which it marks gone when not found.
+func stateOf(t tcpTuple, peerGone *bool) (ConnState, error) {
+	own, err := diagLookup(t)
 	if err != nil {
 		return ConnState{}, err
 	}
-	st := ConnState{Remote: f.tuple.Remote, Unacked: int(own.wqueue), Acked: own.bytesAcked}
-	if f.peerGone {
+	st := ConnState{Remote: t.Remote, Unacked: int(own.wqueue), Acked: own.bytesAcked}
+	if *peerGone {
 		return st, nil
 	}
-	peer, err := diagLookup(f.tuple.reversed())
+	peer, err := diagLookup(t.reversed())
 	switch {
 	case errors.Is(err, ErrNoConn):
-		f.peerGone = true // a remote server: its socket is not ours to see
+		*peerGone = true // a remote server: its socket is not ours to see
 	case err != nil:
 		return ConnState{}, err
 	default:
@@ -97,8 +103,8 @@ func (p *Proc) Conn() (ConnState, error) {
 }
 
 // findConn returns the established TCP connection among pid's open files
-// whose peer is wanted (any if wanted is nil).
-func findConn(pid int, wanted func(netip.AddrPort) bool) (tcpRow, error) {
+// that is wanted.
+func findConn(pid int, wanted func(tcpTuple) bool) (tcpRow, error) {
 	dir := "/proc/" + strconv.Itoa(pid)
 	inodes, err := socketInodes(dir + "/fd")
 	if err != nil || len(inodes) == 0 {
@@ -114,7 +120,7 @@ func findConn(pid int, wanted func(netip.AddrPort) bool) (tcpRow, error) {
 			return tcpRow{}, fmt.Errorf("%s%s: %w", dir, table, err)
 		}
 		for _, r := range rows {
-			if r.State == tcpEstablished && inodes[r.Inode] && (wanted == nil || wanted(r.Remote)) {
+			if r.State == tcpEstablished && inodes[r.Inode] && wanted(r.tcpTuple) {
 				return r, nil
 			}
 		}

@@ -13,6 +13,7 @@ import (
 type outputMetrics struct {
 	failures   *prometheus.CounterVec
 	recoveries *prometheus.CounterVec
+	stalls     *prometheus.CounterVec
 }
 
 func newOutputMetrics(reg *prometheus.Registry) outputMetrics {
@@ -23,8 +24,11 @@ func newOutputMetrics(reg *prometheus.Registry) outputMetrics {
 		recoveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "publisher_output_recoveries_total", Help: "Failed restreams that ffmpeg reopened, by output index.",
 		}, []string{"output"}),
+		stalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "publisher_output_stalls_total", Help: "Restreams whose server stopped taking the stream while it stayed connected, by output index.",
+		}, []string{"output"}),
 	}
-	reg.MustRegister(o.failures, o.recoveries)
+	reg.MustRegister(o.failures, o.recoveries, o.stalls)
 	return o
 }
 
@@ -38,4 +42,11 @@ func (m *Metrics) OutputRecovered(index int) {
 	m.outputs.recoveries.WithLabelValues(strconv.Itoa(index)).Inc()
 }
 
-var _ session.OutputObserver = (*Metrics)(nil)
+func (m *Metrics) OutputStalled(index int) {
+	m.outputs.stalls.WithLabelValues(strconv.Itoa(index)).Inc()
+}
+
+var (
+	_ session.OutputObserver      = (*Metrics)(nil)
+	_ session.OutputStallObserver = (*Metrics)(nil)
+)

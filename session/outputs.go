@@ -6,10 +6,7 @@ import (
 	"strings"
 	"time"
 
-	"ffmpeg-publisher/ffpipe"
 	"ffmpeg-publisher/internal/redact"
-
-	"github.com/sirupsen/logrus"
 )
 
 // A stream's outputs: the first is the primary, which carries the delivery
@@ -40,16 +37,20 @@ func (c Config) OutputsFor(id string) []string {
 type OutputInfo struct {
 	Index      int    `json:"index"`
 	URL        string `json:"url"`   // redacted
-	State      string `json:"state"` // waiting, publishing, down
+	State      string `json:"state"` // waiting, connecting, publishing, stalled, down
 	Error      string `json:"error,omitempty"`
 	Recoveries int    `json:"recoveries,omitempty"` // times it was reopened after failing
 }
 
-// Output states.
+// Output states. The primary is publishing once ffmpeg reported progress
+// (its publish started); a restream once its server took the stream's
+// first bytes past the handshakes (see restreamState).
 const (
-	OutputWaiting    = "waiting" // no ffmpeg publishing now
+	OutputWaiting    = "waiting"    // no ffmpeg publishing now
+	OutputConnecting = "connecting" // ffmpeg is connecting to it; nothing published there yet
 	OutputPublishing = "publishing"
-	OutputDown       = "down" // failed; ffmpeg tries it again
+	OutputStalled    = "stalled" // connected, but its server has taken nothing for the stall timeout
+	OutputDown       = "down"    // failed; ffmpeg tries it again
 )
 
 // OutputStates is the outputs as a JSON array, held as text so that Info
@@ -77,57 +78,6 @@ func (o OutputStates) List() []OutputInfo {
 	return l
 }
 
-// OutputObserver is told when a restream fails or publishes again, by its
-// index (never its URL, which may hold a key). An Observer that implements
-// it is called; calls must not block.
-type OutputObserver interface {
-	OutputDown(index int)
-	OutputRecovered(index int)
-}
-
-// outputWatch is run's memory of the restreams' states, to log and count
-// their changes. The zero value is ready.
-type outputWatch struct {
-	proc *ffpipe.Proc
-	last []ffpipe.OutputState
-}
-
-// checkOutputs logs and counts what changed in the running ffmpeg's
-// restreams since the last look.
-func (s *Session) checkOutputs(w *outputWatch) {
-	s.mu.Lock()
-	p := s.running
-	s.mu.Unlock()
-	if p == nil || len(s.outputsNow()) < 2 {
-		return
-	}
-	if p != w.proc {
-		*w = outputWatch{proc: p}
-	}
-	now := p.Outputs()
-	obs, _ := s.cfg.Observer.(OutputObserver)
-	for i := 1; i < len(now); i++ {
-		var was ffpipe.OutputState
-		if i < len(w.last) {
-			was = w.last[i]
-		}
-		l := s.log.WithFields(logrus.Fields{"output": i})
-		switch {
-		case now[i].Down && !was.Down:
-			l.WithField("error", now[i].Err).Warn("output failed; ffmpeg retries it, the other outputs go on")
-			if obs != nil {
-				obs.OutputDown(i)
-			}
-		case now[i].Recoveries > was.Recoveries:
-			l.Info("output publishes again")
-			if obs != nil {
-				obs.OutputRecovered(i)
-			}
-		}
-	}
-	w.last = now
-}
-
 // outputsNow returns the session's outputs, fixed at its first ffmpeg.
 func (s *Session) outputsNow() []string {
 	s.mu.Lock()
@@ -140,20 +90,19 @@ func (s *Session) outputStatesLocked() OutputStates {
 	if len(s.outputs) == 0 {
 		return ""
 	}
-	var states []ffpipe.OutputState
 	publishing := s.running != nil && s.ffstate == "publishing"
-	if publishing {
-		states = s.running.Outputs()
-	}
 	list := make([]OutputInfo, len(s.outputs))
 	for i, u := range s.outputs {
 		o := OutputInfo{Index: i, URL: redact.URL(u, s.cfg.redactID(s.id)), State: OutputWaiting}
-		if publishing && i < len(states) {
+		switch {
+		case !publishing:
+		case i == 0:
 			o.State = OutputPublishing
-			if states[i].Down {
-				o.State, o.Error = OutputDown, states[i].Err
-			}
-			o.Recoveries = states[i].Recoveries
+		case i < len(s.restreams):
+			r := s.restreams[i]
+			o.State, o.Error, o.Recoveries = r.State, r.Error, r.Recoveries
+		default:
+			o.State = OutputConnecting // not looked at yet
 		}
 		list[i] = o
 	}

@@ -2,9 +2,16 @@ package session
 
 import (
 	"encoding/json"
+	"io"
 	"reflect"
 	"strings"
 	"testing"
+	"time"
+
+	"ffmpeg-publisher/ffpipe"
+
+	"github.com/sirupsen/logrus"
+	"github.com/sirupsen/logrus/hooks/test"
 )
 
 func TestOutputsFor(t *testing.T) {
@@ -59,5 +66,38 @@ func TestOutputStatesInInfo(t *testing.T) {
 	}
 	if b, _ := json.Marshal(Info{}); !strings.Contains(string(b), `"outputs":[]`) {
 		t.Errorf("no outputs yet: %s", b)
+	}
+}
+
+// A restream down for ten minutes, looked at every second, is logged
+// failed once, then still down at a doubling pace (10 s, 20 s, … up to
+// 5 min), then back once: a handful of lines, not one per retry.
+func TestRestreamDownLogsBackOff(t *testing.T) {
+	l := logrus.New()
+	l.SetOutput(io.Discard)
+	hook := test.NewLocal(l)
+	s := &Session{log: logrus.NewEntry(l)}
+	var v restreamView
+	start := time.Now()
+	ff := ffpipe.OutputState{Down: true, Err: "Connection refused"}
+	for sec := 0; sec <= 600; sec++ {
+		ff.Failures = sec/2 + 1
+		s.noteRestream(1, &v, ff, OutputDown, ff.Err, start.Add(time.Duration(sec)*time.Second))
+		v.state, v.last = OutputDown, ff
+	}
+	ff.Down, ff.Recoveries = false, 1
+	s.noteRestream(1, &v, ff, OutputPublishing, "", start.Add(601*time.Second))
+	counts := map[string]int{}
+	for _, e := range hook.AllEntries() {
+		counts[e.Message]++
+	}
+	failed, still, back := counts["output failed; ffmpeg retries it, the other outputs go on"], counts["output still down; ffmpeg retries it"], counts["output publishes again"]
+	if failed != 1 || back != 1 || still < 4 || still > 8 {
+		t.Errorf("logged %v; want the failure once, 4 to 8 reminders, the return once", counts)
+	}
+	for n := 1; n < 20; n++ {
+		if d := downLogAfter(n); d > downLogMax || d < downLogFirst*4/5 {
+			t.Errorf("reminder %d after %s", n, d)
+		}
 	}
 }

@@ -105,8 +105,9 @@ type Session struct {
 	// stoppedOutside: the last ffmpeg to exit was stopped by a signal
 	// from outside, and none was started since (see outside.go).
 	stoppedOutside bool
-	outputs        []string // primary first, fixed at the first ffmpeg (see outputs.go)
-	revoked        error    // why the application revoked the stream (Stream.Revoke)
+	outputs        []string     // primary first, fixed at the first ffmpeg (see outputs.go)
+	restreams      []OutputInfo // each output's state as checkOutputs last saw it (restreams.go)
+	revoked        error        // why the application revoked the stream (Stream.Revoke)
 }
 
 func newSession(id string, cfg Config, log *logrus.Entry, draining *atomic.Bool) *Session {
@@ -235,7 +236,7 @@ func (s *Session) run(remove func()) {
 		case now := <-wake.C:
 			if !now.Before(nextCheck) {
 				s.checkStall(&st, now)
-				s.checkOutputs(&ow)
+				s.checkOutputs(&ow, now)
 				s.checkDrained(now)
 				s.tryObserveProgress()
 				nextCheck = now.Add(checkEvery)

@@ -67,6 +67,7 @@ func (s *Session) startAttempt() error {
 	}
 	s.pid = proc.Pid()
 	s.running = proc
+	s.restreams = nil // connecting until looked at
 	s.stoppedOutside = false
 	s.liveAt = time.Time{}
 	s.ffstate = "starting"

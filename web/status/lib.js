@@ -16,7 +16,7 @@ export function health(s) {
   const restarting = s.ffmpeg === 'restarting' || (s.ffmpeg === 'starting' && s.restarts > 0);
   if (s.upstream || s.dropped_bytes > 0 || (restarting && s.restarts >= FAILING_RESTARTS)) return 'failing';
   // A restream that is down is being reopened; the primary goes on.
-  if (restarting || (s.outputs || []).some((o) => o.state === 'down')) return 'restarting';
+  if (restarting || (s.outputs || []).some((o) => o.state === 'down' || o.state === 'stalled')) return 'restarting';
   if (s.held_seconds > LAG_SECONDS && s.sent_seconds > 0) return 'lagging';
   return 'healthy';
 }
