@@ -21,7 +21,7 @@ func startArchive(ctx context.Context, cfg Config, log *logrus.Entry) error {
 	if cfg.RecordDir == "" {
 		return nil
 	}
-	if err := os.MkdirAll(cfg.RecordDir, 0o755); err != nil {
+	if err := os.MkdirAll(cfg.RecordDir, 0o750); err != nil { // as its files: see session.RecordingMode
 		return fmt.Errorf("-record-dir: %w", err)
 	}
 	if cfg.RecordKeep <= 0 {

@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -21,20 +22,64 @@ func recordings(t *testing.T, dir string) []string {
 	return m
 }
 
+// pollStream collects id's /streams entries every 100 ms until the
+// returned function is called (admin key "admin").
+func pollStream(t *testing.T, p *publisher, id string) func() []session.Info {
+	t.Helper()
+	var seen []session.Info
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			if info, ok := p.streamInfo(t, id); ok {
+				seen = append(seen, info)
+			}
+		}
+	}()
+	return func() []session.Info {
+		close(stop)
+		<-done
+		return seen
+	}
+}
+
 // A stream that ends normally leaves one file, named by its ID, that plays
-// with the duration sent within 3 %. About 5 s.
+// with the duration sent within 3 %; the file is readable by its owner
+// and group only, and /streams shows it growing. About 5 s.
 func TestArchiveNormalEnd(t *testing.T) {
 	t.Parallel()
 	rtmptest.Require(t, "ffmpeg", "ffprobe", "nginx")
 	rtmp := rtmptest.Start(t)
 	dir := t.TempDir()
-	p := startPublisher(t, rtmp.URL, func(c *Config) { c.RecordDir = dir })
+	p := startPublisher(t, rtmp.URL, func(c *Config) { c.RecordDir, c.AdminKey = dir, "admin" })
 	audio := rtmptest.MP3(t, 4.032, 16000, 1, "32k", true)
+	stop := pollStream(t, p, "arch")
 	p.postChunks(t, "arch", splitEvery(audio, 14*144), 504*time.Millisecond)
+	seen := stop()
 	checkArrived(t, rtmp, p, "arch", session.MP3Duration(audio))
 	files := recordings(t, dir)
 	if len(files) != 1 || !filepath.IsAbs(files[0]) || filepath.Base(files[0])[:5] != "arch-" {
 		t.Fatalf("archive files %q, want one arch-TIME.m4a", files)
+	}
+	if fi, err := os.Stat(files[0]); err != nil || fi.Mode().Perm() != 0o640 {
+		t.Errorf("archive mode %v (%v), want 0640", fi.Mode().Perm(), err)
+	}
+	var grew int64
+	for _, info := range seen {
+		if r := info.Recording; r.File == filepath.Base(files[0]) && r.Error == "" {
+			grew = max(grew, r.Bytes)
+		} else {
+			t.Errorf("/streams shows the recording %+v, want %s", r, filepath.Base(files[0]))
+			break
+		}
+	}
+	if grew == 0 {
+		t.Errorf("/streams never showed the recording's bytes (%d looks)", len(seen))
 	}
 	codec, _, dur := rtmptest.Probe(t, files[0])
 	want := (session.MP3Duration(audio) + p.silence(t, "arch")).Seconds()
@@ -84,10 +129,15 @@ func TestArchiveFullDiskLeavesTheOutput(t *testing.T) {
 	}
 	t.Cleanup(func() { syscall.Unmount(dir, syscall.MNT_DETACH) })
 	rtmp := rtmptest.Start(t)
-	p := startPublisher(t, rtmp.URL, func(c *Config) { c.RecordDir = dir })
+	p := startPublisher(t, rtmp.URL, func(c *Config) { c.RecordDir, c.AdminKey = dir, "admin" })
 	audio := rtmptest.MP3(t, 8.064, 16000, 1, "32k", true)
+	stop := pollStream(t, p, "full")
 	p.postChunks(t, "full", splitEvery(audio, 14*144), 504*time.Millisecond)
+	seen := stop()
 	checkArrived(t, rtmp, p, "full", session.MP3Duration(audio))
+	if len(seen) == 0 || !strings.Contains(seen[len(seen)-1].Recording.Error, "No space left") {
+		t.Errorf("/streams did not show the full disk (%d looks): %+v", len(seen), seen)
+	}
 	if gap := rtmptest.MaxPTSGap(t, rtmp.Recordings("full")[0]); gap > 0.1 {
 		t.Errorf("a %.3f s hole in the RTMP output while the disk was full", gap)
 	}

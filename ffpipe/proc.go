@@ -148,7 +148,7 @@ func start(cfg Config, log *logrus.Entry, slots chan struct{}) (*Proc, error) {
 		done:   make(chan struct{}),
 		nice:   cfg.Nice,
 		slots:  slots,
-		outs:   newRestreams(cfg.Also),
+		outs:   newRestreams(cfg.Also, cfg.Record),
 		rconns: newRestreamConns(cfg.Also),
 	}
 	if len(cfg.Also) > 0 || cfg.Record != "" {
@@ -332,6 +332,14 @@ func (p *Proc) Outputs() []OutputState {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return append([]OutputState{{}}, p.outs.state...)
+}
+
+// RecordErr is why the archive stopped (a write error, a file that
+// could not be opened), redacted; "" while it is written.
+func (p *Proc) RecordErr() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.outs.recordErr
 }
 
 // Progress returns the latest progress report.

@@ -26,26 +26,40 @@ type OutputState struct {
 // "Recovery successful", each tagged with the fifo's address.
 var fifoLine = regexp.MustCompile(`^\[fifo @ (0x[0-9a-f]+)\] (?:\[\w+\] )?(Error opening |Recovery failed: |Recovery successful)(.*)$`)
 
-// restreams follows the restreams' states from ffmpeg's stderr. Not safe
-// for concurrent use: Proc guards it with its mu.
+// slaveFailed matches the tee's word on an output it gives up (ffmpeg
+// 5.1): the archive's, whose fifo does not recover, on a write error.
+var slaveFailed = regexp.MustCompile(`^\[tee @ 0x[0-9a-f]+\] (?:\[\w+\] )?Slave muxer #(\d+) failed: (.*), continuing with`)
+
+// restreams follows the restreams' and the archive's states from ffmpeg's
+// stderr. Not safe for concurrent use: Proc guards it with its mu.
 type restreams struct {
-	urls  []string       // Config.Also
-	fifos map[string]int // a fifo's address → its restream, learnt from "Error opening URL"
-	state []OutputState  // per restream
+	urls      []string       // Config.Also
+	record    string         // Config.Record
+	fifos     map[string]int // a fifo's address → its restream, learnt from "Error opening URL"
+	state     []OutputState  // per restream
+	recordErr string         // why the archive stopped, redacted
 }
 
-func newRestreams(urls []string) restreams {
-	return restreams{urls: urls, fifos: map[string]int{}, state: make([]OutputState, len(urls))}
+func newRestreams(urls []string, record string) restreams {
+	return restreams{urls: urls, record: record, fifos: map[string]int{}, state: make([]OutputState, len(urls))}
 }
 
 // line reads one raw stderr line; hide redacts the reason it keeps. A
 // fifo whose output failed always tries to reopen it, and a failed open
 // names the URL: that is how a fifo's address is tied to its restream. It
-// tells whether the line was a restream's.
+// tells whether the line was a restream's or the archive's.
 func (r *restreams) line(raw string, hide func(string) string) bool {
+	if m := slaveFailed.FindStringSubmatch(raw); m != nil && r.record != "" && m[1] == strconv.Itoa(len(r.urls)+1) {
+		r.recordErr = hide(m[2])
+		return true
+	}
 	m := fifoLine.FindStringSubmatch(raw)
 	if m == nil {
 		return false
+	}
+	if why, ok := strings.CutPrefix(m[3], r.record+": "); ok && m[2] == "Error opening " && r.record != "" {
+		r.recordErr = hide(why)
+		return true
 	}
 	r.note(m, hide)
 	return true

@@ -12,7 +12,7 @@ import (
 // The lines Debian's ffmpeg 5.1 prints when a restream's server goes away
 // and comes back (measured with nginx-rtmp stopped for 5 s).
 func TestRestreamStates(t *testing.T) {
-	r := newRestreams([]string{"rtmp://b/live/x?k=SECRET", "srt://c:9000"})
+	r := newRestreams([]string{"rtmp://b/live/x?k=SECRET", "srt://c:9000"}, "")
 	hide := func(s string) string { return strings.ReplaceAll(s, "SECRET", "…") }
 	steps := []struct {
 		line string
@@ -30,6 +30,27 @@ func TestRestreamStates(t *testing.T) {
 		if !reflect.DeepEqual(r.state, s.want) {
 			t.Fatalf("after line %d %q: %+v, want %+v", i, s.line, r.state, s.want)
 		}
+	}
+}
+
+// What ffmpeg 5.1 prints when the archive cannot be written (measured on a
+// full tmpfs) or opened: the reason is kept; a restream's slave is not the
+// archive's.
+func TestRecordErr(t *testing.T) {
+	r := newRestreams([]string{"rtmp://b/live/x"}, "/rec/x.m4a")
+	hide := func(s string) string { return s }
+	r.line("[tee @ 0x55ac7bba0400] [error] Slave muxer #1 failed: Broken pipe, continuing with 2/3 slaves.", hide)
+	if r.recordErr != "" {
+		t.Errorf("a restream's failure taken for the archive's: %q", r.recordErr)
+	}
+	r.line("[tee @ 0x55ac7bba0400] [error] Slave muxer #2 failed: No space left on device, continuing with 2/3 slaves.", hide)
+	if r.recordErr != "No space left on device" {
+		t.Errorf("full disk: %q", r.recordErr)
+	}
+	r = newRestreams(nil, "/rec/y.m4a")
+	r.line("[fifo @ 0x55e3cd656340] [error] Error opening /rec/y.m4a: Permission denied", hide)
+	if r.recordErr != "Permission denied" {
+		t.Errorf("unopened: %q", r.recordErr)
 	}
 }
 

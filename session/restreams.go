@@ -78,12 +78,13 @@ type restreamView struct {
 	stallMsg string
 }
 
-// checkOutputs looks at the running ffmpeg's restreams, keeps their states
-// for Info, and logs and counts their changes.
+// checkOutputs looks at the running ffmpeg's restreams and archive, keeps
+// their states for Info, and logs and counts their changes.
 func (s *Session) checkOutputs(w *outputWatch, now time.Time) {
 	s.mu.Lock()
 	p, outs, publishing := s.running, s.outputs, s.ffstate == "publishing"
 	s.mu.Unlock()
+	s.checkRecording(p)
 	if p == nil || len(outs) < 2 || !publishing {
 		return
 	}

@@ -107,6 +107,7 @@ type Session struct {
 	stoppedOutside bool
 	outputs        []string     // primary first, fixed at the first ffmpeg (see outputs.go)
 	restreams      []OutputInfo // each output's state as checkOutputs last saw it (restreams.go)
+	archive        archiveState // the current -record-dir file (archive.go)
 	revoked        error        // why the application revoked the stream (Stream.Revoke)
 }
 
@@ -163,6 +164,7 @@ func (s *Session) infoLocked() Info {
 		info.LastError = s.err.Error()
 	}
 	info.Outputs = s.outputStatesLocked()
+	info.Recording = s.archive.info
 	if s.source.Stats != nil {
 		info.WebRTC = s.source.Stats()
 	}

@@ -43,6 +43,12 @@ func (s *Session) startAttempt() error {
 	fc.Target, fc.Also = s.outputs[0], s.outputs[1:]
 	fc.Record = s.recordFile(time.Now())
 	s.mu.Unlock()
+	if fc.Record != "" {
+		a := createRecording(fc.Record)
+		s.mu.Lock()
+		s.archive = a
+		s.mu.Unlock()
+	}
 	fc.CatchUp = s.slog.pendAudio + upstreamRewind // what it replays at once
 	fc.LiveID = s.cfg.redactID(s.id)
 	if in := s.scan.input(); in != "" {

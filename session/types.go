@@ -220,7 +220,8 @@ type Info struct {
 	Transport string        `json:"transport,omitempty"` // of the latest write
 	Remote    string        `json:"remote,omitempty"`    // of the latest write
 	LastError string        `json:"last_error,omitempty"`
-	Outputs   OutputStates  `json:"outputs"` // each output's state, primary first
+	Outputs   OutputStates  `json:"outputs"`            // each output's state, primary first
+	Recording RecordingInfo `json:"recording,omitzero"` // with -record-dir: the current archive file
 	EndReason string        `json:"end_reason,omitempty"`
 	WebRTC    *WebRTCStats  `json:"webrtc,omitempty"` // of a WHIP publisher
 	Cause     Cause         `json:"-"`
