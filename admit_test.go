@@ -1,12 +1,16 @@
 package main
 
 import (
+	"encoding/base64"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -95,4 +99,102 @@ func get(t *testing.T, url string) string {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
+}
+
+// TestSaturatedInstanceBehindHAProxy: with the shipped deploy/haproxy.cfg,
+// an instance that turns saturated keeps the stream HAProxy placed on it
+// (one publish, never seen on another instance), while new IDs go to the
+// other instance and start there.
+func TestSaturatedInstanceBehindHAProxy(t *testing.T) {
+	t.Parallel()
+	psi := filepath.Join(t.TempDir(), "cpu.pressure")
+	writePressure(t, psi, 0)
+	c := startClusterWith(t, 2, func(i int) []string {
+		if i == 0 {
+			return []string{"-admit-cpu", "50", "-admit-pressure-file", psi}
+		}
+		return nil
+	})
+	audio := rtmptest.MP3(t, 12.096, 16000, 1, "32k", true)
+	chunks := splitEvery(audio, 14*144)
+	// The kept stream: the first candidate ID HAProxy places on instance 0.
+	keep := ""
+	for i := 0; i < 20 && keep == ""; i++ {
+		id := fmt.Sprintf("keep%d", i)
+		if !c.post(id, chunks[0], false) {
+			t.Fatalf("%s: first chunk refused", id)
+		}
+		if slices.Contains(c.holders()[0], id) {
+			keep = id
+		}
+	}
+	if keep == "" {
+		t.Fatal("HAProxy placed none of 20 IDs on instance 0")
+	}
+	seen := map[int]bool{}
+	var newOn [2]int
+	var mu sync.Mutex
+	saturated := make(chan struct{})
+	newDone := make(chan struct{})
+	go func() { // new IDs, once instance 0 is saturated: until 6 in a row start
+		defer close(newDone)
+		<-saturated
+		for n, inARow := 0, 0; inARow < 6; n++ {
+			if n == 60 {
+				t.Errorf("new IDs kept being refused: %d of 60 started on instance 1", newOn[1])
+				return
+			}
+			id := fmt.Sprintf("new%d", n)
+			resp, err := c.client.Post(c.URL+"/base64?key=secret&id="+id, "text/plain",
+				strings.NewReader(base64.StdEncoding.EncodeToString(chunks[0])))
+			if err != nil {
+				t.Errorf("%s: %v", id, err)
+				return
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				inARow = 0 // instance 0 refused it before HAProxy saw the 404
+				continue
+			}
+			inARow++
+			for inst, list := range c.holders() {
+				if slices.Contains(list, id) {
+					mu.Lock()
+					newOn[inst]++
+					mu.Unlock()
+				}
+			}
+		}
+	}()
+	c.stream(keep, audio[len(chunks[0]):], func(i int) {
+		for inst, list := range c.holders() {
+			if slices.Contains(list, keep) {
+				seen[inst] = true
+			}
+		}
+		if i == 1 {
+			writePressure(t, psi, 95)
+			waitHTTPStatus(t, "http://"+c.addrs[0]+"/readyz?sticky=1", 404)
+			close(saturated)
+		}
+	})
+	<-newDone
+	mu.Lock()
+	defer mu.Unlock()
+	if seen[1] || !seen[0] {
+		t.Errorf("%s was seen on instances %v, want only 0", keep, seen)
+	}
+	if newOn[0] != 0 || newOn[1] < 6 {
+		t.Errorf("new IDs started on instance 0: %d, on instance 1: %d; want none and at least 6", newOn[0], newOn[1])
+	}
+	var counts map[string]int
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if counts = c.rtmp.PublishCounts(); counts[keep] > 0 {
+			break
+		}
+	}
+	if counts[keep] != 1 {
+		c.explain(keep)
+		t.Errorf("%s: %d publish sessions, want 1", keep, counts[keep])
+	}
 }

@@ -46,7 +46,11 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-func startCluster(t *testing.T, n int) *cluster {
+func startCluster(t *testing.T, n int) *cluster { return startClusterWith(t, n, nil) }
+
+// startClusterWith is startCluster, instance i started with extra(i) added
+// to its arguments (nil: none).
+func startClusterWith(t *testing.T, n int, extra func(i int) []string) *cluster {
 	haproxyBin := rtmptest.Require(t, "ffmpeg", "nginx", "haproxy")[2]
 	c := &cluster{t: t, rtmp: rtmptest.Start(t), client: &http.Client{Timeout: 30 * time.Second}}
 	c.instArgs = []string{"-rtmp", c.rtmp.URL, "-admin-key", "admin", "-drain-delay", "3s", "-idle-timeout", "10s"}
@@ -59,7 +63,11 @@ func startCluster(t *testing.T, n int) *cluster {
 		addr := freeAddr(t)
 		c.addrs = append(c.addrs, addr)
 		c.logs = append(c.logs, &serverLog{})
-		cmd, _ := startProcessLogged(t, addr, c.logs[i], c.instArgs...)
+		args := c.instArgs
+		if extra != nil {
+			args = append(append([]string(nil), args...), extra(i)...)
+		}
+		cmd, _ := startProcessLogged(t, addr, c.logs[i], args...)
 		c.procs = append(c.procs, cmd)
 		conf = strings.Replace(conf, fmt.Sprintf("127.0.0.1:808%d", i+1), addr, 1)
 	}
