@@ -26,7 +26,7 @@ import (
 
 func main() {
 	mode := flag.String("mode", "report", "report (every section below) or run (one scenario)")
-	sections := flag.String("sections", "latency,curve,capacity,capacity-bare,pcm", "report sections: latency, curve, capacity (WebSocket clients), capacity-bare (bare ffmpeg), pcm (PCM against MP3)")
+	sections := flag.String("sections", "latency,curve,capacity,capacity-bare,pcm,overload", "report sections: latency, curve, capacity (WebSocket clients), capacity-bare (bare ffmpeg), pcm (PCM against MP3), overload (admission control, without and with a CPU hog)")
 	bin := flag.String("publisher", "./ffmpeg-publisher", "the publisher binary (make build)")
 	client := flag.String("client", "ws", "run: post, ws, raw, or bare (ffmpeg fed directly, the floor)")
 	chunkDur := flag.Duration("chunk", 100*time.Millisecond, "run: audio per POST or message")
@@ -38,6 +38,10 @@ func main() {
 	curve := flag.String("curve", "25,50,100,150", "report: stream counts of the cost curve")
 	capAAC := flag.String("capacity-aac", "90,250", "report: AAC capacity search, first guess and upper bound")
 	capCopy := flag.String("capacity-copy", "250,1000", "report: passthrough capacity search, first guess and upper bound")
+	ovEvery := flag.Duration("overload-every", 500*time.Millisecond, "overload: time between stream arrivals")
+	ovFor := flag.Duration("overload-for", 60*time.Second, "overload: how long streams arrive (the hog starts half way)")
+	ovHold := flag.Duration("overload-hold", 15*time.Second, "overload: how long the run goes on after the last arrival")
+	ovArgs := flag.String("overload-args", "", "overload: extra publisher flags, space-separated (-admit-cpu 80)")
 	out := flag.String("out", "bench/REPORT.md", "report: write it here (and to stdout)")
 	png := flag.String("png", "bench/curve.png", "report: the cost curve plot")
 	flag.Parse()
@@ -48,7 +52,7 @@ func main() {
 	for _, l := range []string{*curve, *capAAC, *capCopy} {
 		most = max(most, slices.Max(parseInts(l)))
 	}
-	audioLen := max(*seconds, int((time.Duration(most)**rampPer+20*time.Second)/time.Second))
+	audioLen := max(*seconds, int((time.Duration(most)**rampPer+20*time.Second)/time.Second), int((*ovFor+*ovHold)/time.Second)+1)
 	audio, err := makeAudio(audioLen)
 	if err != nil {
 		fail(err)
@@ -90,6 +94,8 @@ func main() {
 			e.latencySection(&b)
 		case "pcm":
 			e.pcmSection(&b)
+		case "overload":
+			e.overloadSection(&b, overload{every: *ovEvery, arriving: *ovFor, hold: *ovHold, args: strings.Fields(*ovArgs)})
 		case "curve":
 			e.curveSection(&b, parseInts(*curve), *png)
 		case "capacity", "capacity-bare":

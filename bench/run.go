@@ -128,6 +128,7 @@ func (e env) run(sc scenario) (*outcome, error) {
 		}
 		pub = exec.Command(e.publisher, "-listen", addr, "-rtmp", rtmp.URL, "-key", "bench", "-audio-codec", sc.codec,
 			"-rate-requests", "0", "-rate-sessions", "0", "-gap-fill", "0", "-max-starting", strconv.Itoa(runtime.NumCPU()), "-max-sessions", strconv.Itoa(sc.streams+10),
+			"-admit-lag", "0", "-admit-starting", "0", "-admit-cpu", "0", // the raw capacity; the overload section measures admission
 			"-log-level", "warn")
 		pub.Stderr = os.Stderr
 		if err := pub.Start(); err != nil {
