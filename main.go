@@ -429,6 +429,7 @@ func serveUntil(ctx, hurry context.Context, cfg Config, ln net.Listener, log *lo
 		RateRequests:   cfg.RateRequests,
 		RateSessions:   cfg.RateSessions,
 		Ready:          func() error { return errors.Join(adm.Check(), ready.check()) },
+		Admission:      adm.Status,
 		Metrics:        mets.Handler(),
 		Observer:       mets,
 		MaxBody:        cfg.MaxBody,

@@ -3,7 +3,7 @@
 // starting, the machine's CPU pressure) and, past a threshold, refuses new
 // streams so that the live ones keep their pace; streams already running
 // are never refused. It turns back only after every measure has stayed
-// well under its threshold for a while, so it does not flap.
+// under its threshold for a while, so it does not flap.
 package admission
 
 import (
@@ -59,9 +59,10 @@ func DefaultThresholds() Thresholds {
 }
 
 // Hysteresis: saturation ends once every measure has stayed under calmShare
-// of its threshold for calmFor.
+// of its threshold for calmFor. A wider band kept a server whose neighbours
+// hold the CPU pressure near the threshold refusing for minutes.
 const (
-	calmShare = 0.7
+	calmShare = 0.8
 	calmFor   = 5 * time.Second
 	// Every is how often Run looks: often enough that a herd of arrivals is
 	// seen within a few starts, rarely enough to cost nothing.
@@ -101,6 +102,11 @@ type Status struct {
 	Saturated bool   `json:"saturated"`
 	Reason    string `json:"reason,omitempty"` // while saturated
 	Last      Load   `json:"-"`
+	// The latest look, for people: Last in seconds and percent (CPU -1:
+	// unknown).
+	LagSeconds float64 `json:"lag_seconds"`
+	Starting   int     `json:"starting"`
+	CPU        float64 `json:"cpu_pressure"`
 	// Since is when the current state began (zero before the first look).
 	Since time.Time `json:"since"`
 	// Refused counts new streams refused, by reason.
@@ -227,7 +233,8 @@ func (c *Controller) Admit() error {
 func (c *Controller) Status() Status {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	st := Status{Saturated: c.saturated, Reason: c.reason, Last: c.last, Since: c.since, Refused: make(map[string]int64, len(c.refused))}
+	st := Status{Saturated: c.saturated, Reason: c.reason, Last: c.last, Since: c.since, Refused: make(map[string]int64, len(c.refused)),
+		LagSeconds: c.last.Lag.Seconds(), Starting: c.last.Starting, CPU: c.last.CPU}
 	for k, v := range c.refused {
 		st.Refused[k] = v
 	}

@@ -67,6 +67,8 @@ func TestSaturatedRefusesOnlyNewStreams(t *testing.T) {
 	ts := newServer(t, fakeffmpeg.Normal, func(c *Config, s *session.Config) {
 		s.Admission = ctrl
 		c.Ready = ctrl.Check
+		c.Admission = ctrl.Status
+		c.AdminKey = "admin"
 	})
 	b64 := func(n int, fill byte) io.Reader {
 		return strings.NewReader(base64.StdEncoding.EncodeToString(mp3(n, fill)))
@@ -134,8 +136,10 @@ func TestSaturatedRefusesOnlyNewStreams(t *testing.T) {
 		}
 	}
 	join.Close()
-	if got := ctrl.Status().Refused[admission.ReasonCPU]; got != 3 {
-		t.Errorf("%d refusals counted, want 3", got)
+	code, list := adminDo(t, "GET", ts.URL+"/streams", "admin")
+	adm, _ := list["admission"].(map[string]any)
+	if refused, _ := adm["refused"].(map[string]any); code != 200 || adm["saturated"] != true || adm["reason"] != "cpu" || refused["cpu"] != 3.0 || adm["cpu_pressure"] != 90.0 {
+		t.Errorf("GET /streams: %d admission %v, want saturated by cpu at 90%% with 3 refusals", code, list["admission"])
 	}
 
 	load.set(admission.Load{CPU: 5})

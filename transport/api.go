@@ -17,7 +17,11 @@ func (s *Server) handleStreams(w http.ResponseWriter, r *http.Request) error {
 	if err := s.authorizeAdmin(r); err != nil {
 		return err
 	}
-	s.reply(w, r, http.StatusOK, "ok", map[string]any{"streams": s.reg.List()})
+	extra := map[string]any{"streams": s.reg.List()}
+	if s.cfg.Admission != nil {
+		extra["admission"] = s.cfg.Admission()
+	}
+	s.reply(w, r, http.StatusOK, "ok", extra)
 	return nil
 }
 

@@ -47,6 +47,9 @@ type Config struct {
 	// Ready reports whether the server can take streams (ffmpeg runnable);
 	// nil means always. Draining makes the server not ready regardless.
 	Ready func() error
+	// Admission tells the admission state for GET /streams; nil leaves it
+	// out.
+	Admission func() admission.Status
 	// Metrics serves /metrics; nil serves nothing.
 	Metrics http.Handler
 	// Observer is told about every reply; nil means nobody.
