@@ -291,6 +291,18 @@ func (r *Registry) acquire(id string, pub *Publisher, src *Source) (*Session, er
 	return s, nil
 }
 
+// CheckNew tells, without taking a place, whether a stream for id could
+// start now: nil when id has a session, or when admission control would
+// admit a new one. For transports that commit to a client before its audio.
+func (r *Registry) CheckNew(id string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.sessions[id] != nil || r.cfg.Admission == nil {
+		return nil
+	}
+	return r.cfg.Admission.Check()
+}
+
 // remove deletes s's entry, but only if the entry is still s: a new session
 // for the same ID may already have taken its place.
 func (r *Registry) remove(s *Session) {

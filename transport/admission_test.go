@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -13,6 +14,7 @@ import (
 	"ffmpeg-publisher/admission"
 	"ffmpeg-publisher/internal/fakeffmpeg"
 	"ffmpeg-publisher/session"
+	"ffmpeg-publisher/whip"
 
 	"github.com/gorilla/websocket"
 )
@@ -159,5 +161,34 @@ func TestSaturatedRefusesOnlyNewStreams(t *testing.T) {
 		if n := ffmpegRuns(ts, id); n != 0 {
 			t.Errorf("%s: %d ffmpegs started for a refused stream", id, n)
 		}
+	}
+}
+
+// TestSaturatedRefusesWHIPOffer: a WHIP offer for a new stream is refused
+// with 503 and Retry-After before it is answered, while the server is
+// saturated.
+func TestSaturatedRefusesWHIPOffer(t *testing.T) {
+	udp, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, err := whip.NewHost(whip.Config{UDP: udp, Loopback: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctrl := admission.New(func() admission.Load { return admission.Load{CPU: 99} }, admission.Thresholds{CPU: 50})
+	ctrl.Look()
+	ts := newServer(t, "", func(c *Config, s *session.Config) { c.WHIP = host; s.Admission = ctrl })
+	t.Cleanup(host.Close)
+	req, _ := http.NewRequest("POST", ts.URL+"/whip/new", strings.NewReader(offer(t, opusCodec)))
+	req.Header.Set("Content-Type", "application/sdp")
+	req.Header.Set("Authorization", "Bearer k")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("WHIP offer while saturated: %d Retry-After %q, want 503 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
 	}
 }

@@ -90,6 +90,9 @@ func (s *Server) handleWHIP(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if err := s.reg.CheckNew(id); err != nil {
+		return err // refused now with 503, not after the answer with the connection
+	}
 	offer, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxOffer))
 	if err != nil {
 		return &bodyError{err}
