@@ -79,6 +79,8 @@ type Config struct {
 	HeaderTimeout   time.Duration
 	StallTimeout    time.Duration
 	GapFill         time.Duration
+	Prestart        bool
+	PrestartWait    time.Duration // no flag: 0 means session's default
 	Buffer          string
 	SeqWait         time.Duration
 	LegacyErrcode   int
@@ -143,6 +145,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.StringVar(&c.TLSCert, "tls-cert", "", "PEM certificate: serve HTTPS and WSS (with -tls-key)")
 	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key for -tls-cert")
 	fs.DurationVar(&c.StallTimeout, "stall-timeout", session.DefaultStallTimeout, "restart ffmpeg when its output stops advancing this long while audio arrives")
+	fs.BoolVar(&c.Prestart, "prestart", true, "start a WebSocket's or upload's ffmpeg when it connects, before its first audio, so that ffmpeg's start overlaps the client's first frame (stopped if no audio comes within 10s)")
 	fs.DurationVar(&c.GapFill, "gap-fill", time.Second, "feed silence after this long without client audio, keeping the publish alive; 0 turns it off")
 	fs.StringVar(&c.Buffer, "buffer", "10s", "audio held per stream while its ffmpeg restarts: a duration (10s) or a size (512KiB, 1MiB)")
 	fs.Var(&c.Outputs, "output", "output URL template, {id} replaced (as -rtmp); repeat for restreams: the first is the primary, each other one gets the stream best-effort. Given, it replaces -rtmp. In the environment, separated by spaces")
@@ -404,6 +407,8 @@ func serveUntil(ctx, hurry context.Context, cfg Config, ln net.Listener, log *lo
 		MaxSessions:  cfg.MaxSessions,
 		StallTimeout: cfg.StallTimeout,
 		GapFill:      cfg.GapFill,
+		Prestart:     cfg.Prestart,
+		PrestartWait: cfg.PrestartWait,
 		BufferBytes:  bufBytes,
 		BufferAudio:  bufAudio,
 		SeqWait:      cfg.SeqWait,

@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"ffmpeg-publisher/internal/wheel"
+
 	"github.com/sirupsen/logrus"
 )
 
@@ -40,6 +42,7 @@ type Registry struct {
 func NewRegistry(cfg Config, log *logrus.Entry) *Registry {
 	cfg = cfg.withDefaults()
 	cfg.aacSilence = newAACSilence(cfg.FFmpeg.Binary, cfg.FFmpeg.ExtraEnv, log)
+	cfg.wheel = wheel.New(0)
 	return &Registry{
 		cfg:      cfg,
 		log:      log,
@@ -466,8 +469,12 @@ func (p *Publisher) Detach(end bool) {
 	}
 	s := r.sessions[p.id]
 	r.mu.Unlock()
-	if end && s != nil && !isClosed(p.kicked) { // once kicked, the ID's session is another client's
+	switch {
+	case s == nil || isClosed(p.kicked): // once kicked, the ID's session is another client's
+	case end:
 		s.requestEnd(CauseClient, "ended by the client")
+	case s.unfed():
+		s.requestEnd(CauseClient, "the connection left before its first audio")
 	}
 }
 

@@ -65,6 +65,10 @@ type Session struct {
 	clock    mediaClock
 	// warnedCopy: the copy fallback to AAC was logged.
 	warnedCopy bool
+	// early: the ffmpeg prestarted before any audio, until it gets some
+	// (see prestart.go); earlyAt: when.
+	early   *ffpipe.Proc
+	earlyAt time.Time
 
 	endReq    chan struct{} // closed by requestEnd
 	live      chan struct{} // closed when an ffmpeg of the session first publishes
@@ -217,49 +221,34 @@ func (s *Session) errLocked() *UpstreamError {
 }
 
 // checkEvery is how often run checks for a stall or a drained stream:
-// well within the stall timeout and drainIdle; between checks a session
-// sleeps unless gap fill falls due sooner (every wakeup costs CPU).
+// well within the stall timeout and drainIdle. The checks of all sessions
+// fall on one grid of the registry's wheel, so they share a wakeup.
 const checkEvery = time.Second
 
 // run waits for a reason to end, then ends the session. remove takes the
 // session out of the registry. Call once.
 func (s *Session) run(remove func()) {
-	idle := time.NewTimer(s.cfg.IdleTimeout)
-	defer idle.Stop()
-	wake := time.NewTimer(checkEvery)
+	wake := s.cfg.wheel.NewTimer()
 	defer wake.Stop()
-	nextCheck := time.Now().Add(checkEvery)
+	nextCheck := s.cfg.wheel.Grid(time.Now(), checkEvery)
+	wake.Reset(minTime(nextCheck, s.checkIdle(time.Now())))
 	var st stallWatch
 	var ow outputWatch
 	for ended := false; !ended; {
 		select {
 		case <-s.endReq:
 			ended = true
-		case now := <-wake.C:
+		case <-wake.C:
+			now := time.Now()
 			if !now.Before(nextCheck) {
 				s.checkStall(&st, now)
 				s.checkOutputs(&ow, now)
 				s.checkDrained(now)
 				s.tryObserveProgress()
-				nextCheck = now.Add(checkEvery)
+				s.checkPrestart(now)
+				nextCheck = s.cfg.wheel.Grid(now, checkEvery)
 			}
-			next := nextCheck
-			if due := s.fillGap(now); !due.IsZero() && due.Before(next) {
-				next = due
-			}
-			wake.Reset(max(time.Until(next), time.Millisecond))
-		case <-idle.C:
-			s.mu.Lock()
-			wait := s.cfg.IdleTimeout - time.Since(s.lastData)
-			if s.inflight > 0 {
-				wait = s.cfg.IdleTimeout
-			}
-			s.mu.Unlock()
-			if wait <= 0 {
-				s.requestEnd(CauseIdle, fmt.Sprintf("idle for %s", s.cfg.IdleTimeout))
-			} else {
-				idle.Reset(wait)
-			}
+			wake.Reset(minTime(nextCheck, s.checkIdle(now), s.fillGap(now)))
 		}
 	}
 	s.mu.Lock()

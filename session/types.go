@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"ffmpeg-publisher/ffpipe"
+	"ffmpeg-publisher/internal/wheel"
 )
 
 // Errors a transport maps to replies.
@@ -89,6 +90,14 @@ type Config struct {
 	// Admission decides whether a new stream may start (see package
 	// admission); nil admits every one.
 	Admission Admission
+	// Prestart starts the ffmpeg of a connection's new stream when the
+	// connection is admitted, before its audio (Publisher.Prestart);
+	// false: at its first audio.
+	Prestart bool
+	// PrestartWait: an ffmpeg started when a connection opened, before
+	// its audio (Publisher.Prestart), is stopped if none comes this long;
+	// 0 means 10s.
+	PrestartWait time.Duration
 	// StartTimeout: see DefaultStartTimeout; 0 means 5s.
 	StartTimeout time.Duration
 	// WriteTimeout: see DefaultWriteTimeout; 0 means 10s.
@@ -113,7 +122,8 @@ type Config struct {
 	// predecessor; 0 means 2s.
 	SeqWait time.Duration
 
-	aacSilence *aacSilence // the registry's, for AAC gap fill
+	aacSilence *aacSilence  // the registry's, for AAC gap fill
+	wheel      *wheel.Wheel // the registry's: every session's timed checks on one timer
 	// Watcher hears of each stream's start and end (the HTTP hooks);
 	// nil means nobody.
 	Watcher Watcher
@@ -157,6 +167,9 @@ func (nopObserver) Accepted(string, int, time.Duration) {}
 func (nopObserver) StdinWritten(time.Duration)          {}
 
 func (c Config) withDefaults() Config {
+	if c.PrestartWait <= 0 {
+		c.PrestartWait = 10 * time.Second
+	}
 	if c.IdleTimeout <= 0 {
 		c.IdleTimeout = DefaultIdleTimeout
 	}

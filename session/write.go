@@ -192,11 +192,12 @@ func (s *Session) tryObserveProgress() {
 	}
 }
 
-// everStarted tells whether an ffmpeg was ever started for the session.
+// everStarted tells whether an ffmpeg was ever started for the session
+// and given audio. Must hold wsem.
 func (s *Session) everStarted() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.pid != 0
+	return s.pid != 0 && !s.awaitingAudio()
 }
 
 // pump hands the log to ffmpeg: it starts one when none runs and none is
@@ -224,6 +225,7 @@ func (s *Session) pump() error {
 		start := time.Now()
 		written, err := a.pump(&s.slog, s.cfg.WriteTimeout)
 		if err == nil && written {
+			s.gotAudio()
 			s.cfg.Observer.StdinWritten(time.Since(start))
 			s.mu.Lock()
 			s.lastWrite = time.Now()

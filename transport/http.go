@@ -505,6 +505,10 @@ func (s *Server) handleLive(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if err := pub.Prestart(r.Context()); err != nil { // ffmpeg starts while the body's first bytes come
+		pub.Detach(false)
+		return err
+	}
 	rc := http.NewResponseController(w)
 	buf := make([]byte, uploadPiece)
 	body := clientBody{r.Body}

@@ -128,6 +128,12 @@ func (s *Server) handleWS(w http.ResponseWriter, r *http.Request) error {
 		c.log = c.log.WithField("id", id)
 		c.pub, err = s.reg.Attach(id, src)
 	}
+	if err == nil {
+		if err = c.pub.Prestart(r.Context()); err != nil { // ffmpeg starts while the first frame is captured
+			c.pub.Detach(false)
+			c.pub = nil
+		}
+	}
 	go c.writeLoop()
 	defer c.endWriter(nil) // when the reader stops, so does the writer
 	if err != nil {
@@ -316,8 +322,10 @@ func (c *wsConn) writeLoop() {
 	}()
 	ping := time.NewTicker(c.s.cfg.WSReadTimeout / 3)
 	defer ping.Stop()
-	tick := time.NewTicker(wsStatusPeriod)
+	wh := c.s.reg.Wheel() // status on the wheel's grid: connections share a wakeup
+	tick := wh.NewTimer()
 	defer tick.Stop()
+	tick.Reset(wh.Grid(time.Now(), wsStatusPeriod))
 	var last session.Info
 	write := func(m map[string]any) bool {
 		c.conn.SetWriteDeadline(time.Now().Add(wsWriteWait))
@@ -361,6 +369,7 @@ func (c *wsConn) writeLoop() {
 				return
 			}
 		case <-tick.C:
+			tick.Reset(wh.Grid(time.Now(), wsStatusPeriod))
 			if c.pub == nil {
 				continue
 			}
