@@ -203,6 +203,7 @@ func (p *Proc) wait(readers *sync.WaitGroup) {
 	} else {
 		l.Debug("ffmpeg ended")
 	}
+	p.conn.close()
 	close(p.done)
 }
 

@@ -48,7 +48,7 @@ func (p *Proc) RestreamConn(i int) (ConnState, error) {
 	}
 	c := &r.conns[i-1]
 	if c.found {
-		st, err := stateOf(c.tuple, &c.peerGone)
+		st, err := stateOf(diagLookup, c.tuple, &c.peerGone)
 		if err == nil {
 			return st, nil
 		}
@@ -70,7 +70,7 @@ func (p *Proc) RestreamConn(i int) (ConnState, error) {
 		return ConnState{}, err
 	}
 	c.tuple, c.found, c.peerGone = row.tcpTuple, true, false
-	return stateOf(c.tuple, &c.peerGone)
+	return stateOf(diagLookup, c.tuple, &c.peerGone)
 }
 
 // primaryTupleKnown is the primary's connection if Conn found it.

@@ -47,7 +47,8 @@ type connFinder struct {
 	found    bool
 	tuple    tcpTuple
 	inode    uint64 // its socket, to tell when ffmpeg closes it
-	peerGone bool   // the peer's end was not found on this host: do not ask again
+	diag     diagConn
+	peerGone bool // the peer's end was not found on this host: do not ask again
 }
 
 // Conn reports the kernel's view of ffmpeg's output connection. It reads
@@ -74,13 +75,14 @@ func (p *Proc) Conn() (ConnState, error) {
 		}
 		f.tuple, f.inode, f.found = r.tcpTuple, r.Inode, true
 	}
-	return stateOf(f.tuple, &f.peerGone)
+	return stateOf(f.diag.lookup, f.tuple, &f.peerGone) // the process's kept socket: see diagConn
 }
 
-// stateOf asks the kernel about the connection t and, unless *peerGone,
-// about its peer's end on this host, which it marks gone when not found.
-func stateOf(t tcpTuple, peerGone *bool) (ConnState, error) {
-	own, err := diagLookup(t)
+// stateOf asks the kernel, through lookup, about the connection t and,
+// unless *peerGone, about its peer's end on this host, which it marks gone
+// when not found.
+func stateOf(lookup func(tcpTuple) (diagSock, error), t tcpTuple, peerGone *bool) (ConnState, error) {
+	own, err := lookup(t)
 	if err != nil {
 		return ConnState{}, err
 	}
@@ -88,7 +90,7 @@ func stateOf(t tcpTuple, peerGone *bool) (ConnState, error) {
 	if *peerGone {
 		return st, nil
 	}
-	peer, err := diagLookup(t.reversed())
+	peer, err := lookup(t.reversed())
 	switch {
 	case errors.Is(err, ErrNoConn):
 		*peerGone = true // a remote server: its socket is not ours to see
