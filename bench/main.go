@@ -26,7 +26,7 @@ import (
 
 func main() {
 	mode := flag.String("mode", "report", "report (every section below) or run (one scenario)")
-	sections := flag.String("sections", "latency,curve,capacity,capacity-bare,pcm,overload", "report sections: latency, curve, capacity (WebSocket clients), capacity-bare (bare ffmpeg), pcm (PCM against MP3), overload (admission control, without and with a CPU hog)")
+	sections := flag.String("sections", "latency,curve,capacity,capacity-bare,pcm,overload", "report sections: start (an ffmpeg start step by step), latency, curve, capacity (WebSocket clients), capacity-bare (bare ffmpeg), pcm (PCM against MP3), overload (admission control, without and with a CPU hog)")
 	bin := flag.String("publisher", "./ffmpeg-publisher", "the publisher binary (make build)")
 	client := flag.String("client", "ws", "run: post, ws, raw, or bare (ffmpeg fed directly, the floor)")
 	chunkDur := flag.Duration("chunk", 100*time.Millisecond, "run: audio per POST or message")
@@ -44,6 +44,7 @@ func main() {
 	ovArgs := flag.String("overload-args", "", "overload: extra publisher flags, space-separated (-admit-cpu 80)")
 	out := flag.String("out", "bench/REPORT.md", "report: write it here (and to stdout)")
 	png := flag.String("png", "bench/curve.png", "report: the cost curve plot")
+	lead := flag.Duration("connect-lead", 0, "ws and raw clients connect this long before their first chunk leaves (a live client connects as capture starts; its first 100 ms frame is ready 100 ms later): the time a prestarted ffmpeg has to load")
 	flag.Parse()
 
 	// Audio for the longest scenario: the largest stream count's ramp and
@@ -69,7 +70,7 @@ func main() {
 			fail(err)
 		}
 	}
-	e := env{publisher: *bin, audio: audio, pcm: pcm, adts: adts, rampPer: *rampPer, seconds: *seconds,
+	e := env{publisher: *bin, audio: audio, pcm: pcm, adts: adts, rampPer: *rampPer, seconds: *seconds, lead: *lead,
 		http: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 4096}}}
 	cmdline := "go run ./bench " + strings.Join(os.Args[1:], " ")
 	var b strings.Builder
@@ -96,6 +97,8 @@ func main() {
 			e.pcmSection(&b)
 		case "overload":
 			e.overloadSection(&b, overload{every: *ovEvery, arriving: *ovFor, hold: *ovHold, args: strings.Fields(*ovArgs)})
+		case "start":
+			e.startSection(&b, 15, max(*lead, 100*time.Millisecond))
 		case "curve":
 			e.curveSection(&b, parseInts(*curve), *png)
 		case "capacity", "capacity-bare":

@@ -89,6 +89,10 @@ type env struct {
 	rampPer   time.Duration // between stream starts
 	seconds   int           // the shortest stream
 	http      *http.Client
+	// lead: ws and raw clients connect this long before their first
+	// chunk leaves, as a live client opens its connection when capture
+	// starts and has its first frame a frame later; 0: just before.
+	lead time.Duration
 }
 
 func (e env) run(sc scenario) (*outcome, error) {
@@ -243,6 +247,9 @@ func (e env) run(sc scenario) (*outcome, error) {
 			time.Sleep(time.Until(begin.Add(time.Duration(i) * sc.ramp / time.Duration(sc.streams))))
 			s.mu.Lock()
 			s.start = time.Now()
+			if sc.client == "ws" || sc.client == "raw" {
+				s.start = s.start.Add(e.lead) // the client connects now; its first byte leaves then
+			}
 			s.mu.Unlock()
 			var err error
 			switch sc.client {
