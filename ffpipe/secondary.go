@@ -66,11 +66,17 @@ func (p *Proc) waitExit(grace time.Duration, primary uint64, watch bool) bool {
 	if p.waitFor(secondaryGrace) {
 		return true
 	}
+	p.mu.Lock()
+	// ffmpeg reports a failure of the primary just after closing it:
+	// by now its words have been read.
+	p.detached = !p.primaryFailed
+	detached := p.detached
+	p.mu.Unlock()
+	if !detached {
+		return false
+	}
 	p.log.WithField("waited", secondaryGrace.String()).
 		Warn("the primary output has the whole stream; a restream or the archive did not finish: ffmpeg is ended without them")
-	p.mu.Lock()
-	p.detached = true
-	p.mu.Unlock()
 	p.Kill()
 	<-p.done
 	return true

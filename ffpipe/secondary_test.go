@@ -4,6 +4,7 @@ import (
 	"io"
 	"net"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -156,4 +157,52 @@ func TestCatchUpFitsTheRestreamsQueue(t *testing.T) {
 	if a.Duration < 29.9 || b.Duration < 29.9 || b.Files != 1 {
 		t.Errorf("primary %+v, restream %+v: want 30 s at each, the restream in one publish", a, b)
 	}
+}
+
+// The lines by which ffmpeg 5.1 reports a failure of the primary (a tee's
+// slave #0) keep a stop from counting as clean; a restream's do not.
+func TestPrimaryFailure(t *testing.T) {
+	for line, want := range map[string]bool{
+		"[tee @ 0x55ac7bba0400] [error] Slave muxer #0 failed, aborting.":                                 true,
+		"[error] av_interleaved_write_frame(): Broken pipe":                                               true,
+		"[tee @ 0x55ac7bba0400] [error] Slave muxer #1 failed: Broken pipe, continuing with 1/2 slaves.":  false,
+		"[fifo @ 0x55e3cd656340] [error] Error opening rtmp://b/live/x: Connection refused":               false,
+		"[tee @ 0x55ac7bba0400] [error] Slave muxer #10 failed: No space left on device, continuing with": false,
+	} {
+		if got := primaryFailure(line); got != want {
+			t.Errorf("primaryFailure(%q) = %v", line, got)
+		}
+	}
+}
+
+// A restream whose server takes the connection and never answers fails
+// after the I/O bound (restreamTimeout) instead of hanging in its
+// handshake, and is retried. About 12 s.
+func TestHungRestreamFailsAfterTheIOBound(t *testing.T) {
+	t.Parallel()
+	ffmpeg := rtmptest.Require(t, "ffmpeg", "nginx")[0]
+	primary := rtmptest.Start(t)
+	p, err := Start(t.Context(), Config{Binary: ffmpeg, Target: primary.URL + "/bound",
+		Also: []string{"rtmp://" + hungServer(t) + "/live/bound"}}, quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { p.Kill(); waitDone(t, p) }()
+	audio := rtmptest.MP3(t, 20, 16000, 1, "32k", true)
+	go func() {
+		// Real-time pace: 1 s of audio a second.
+		for i := 0; i+4000 <= len(audio); i += 4000 {
+			if _, err := p.Write(audio[i : i+4000]); err != nil {
+				return
+			}
+			time.Sleep(time.Second)
+		}
+	}()
+	start := time.Now()
+	for deadline := start.Add(restreamTimeout + 8*time.Second); !p.Outputs()[1].Down; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the hung restream was not failed: %+v\n%s", p.Outputs(), strings.Join(p.Tail(), "\n"))
+		}
+	}
+	t.Logf("failed after %s: %q", time.Since(start).Round(100*time.Millisecond), p.Outputs()[1].Err)
 }
