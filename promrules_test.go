@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"ffmpeg-publisher/admission"
 	"ffmpeg-publisher/internal/rtmptest"
 	"ffmpeg-publisher/metrics"
 	"ffmpeg-publisher/session"
@@ -120,6 +121,7 @@ func exportedMetrics(t *testing.T) map[string]bool {
 	m := metrics.New()
 	m.WatchLimits(func() []transport.LimitStats { return []transport.LimitStats{{Limit: "requests"}} })
 	m.WatchSessions(1, func() []session.Info { return nil })
+	m.WatchAdmission(func() admission.Status { return admission.Status{Last: admission.Load{CPU: 1}} })
 	m.Replied("/base64", 200, 0) // histograms show once observed
 	m.StdinWritten(0)
 	srv := httptest.NewServer(m.Handler())
