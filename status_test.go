@@ -83,6 +83,9 @@ func TestStatusPage(t *testing.T) {
 	if strings.Contains(pageEval[string](t, ctx, "location.href"), statusKey) {
 		t.Error("the key is in the page's URL")
 	}
+	if got := pageEval[string](t, ctx, "document.getElementById('admission').textContent"); got != "taking new streams" {
+		t.Errorf("admission shown as %q", got)
+	}
 
 	// A WebSocket stream, ended by the page's End button.
 	c, _, err := websocket.DefaultDialer.Dial("ws"+strings.TrimPrefix(pub.URL, "http")+"/ws?id=status-ws&key=secret", nil)

@@ -1,7 +1,7 @@
 // Unit tests of the status page's pure parts: node --test web/
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { health, fmtAge, fmtBytes, fmtOutputs, cells } from './status/lib.js';
+import { health, fmtAge, fmtBytes, fmtOutputs, fmtAdmission, cells } from './status/lib.js';
 
 const live = { id: 'a', state: 'live', ffmpeg: 'publishing', restarts: 0, held_seconds: 0.3, sent_seconds: 5, dropped_bytes: 0 };
 
@@ -52,4 +52,10 @@ test('fmtOutputs', () => {
   assert.equal(fmtOutputs(undefined), '–');
   assert.equal(fmtOutputs([{ index: 0, state: 'publishing' }]), 'publishing');
   assert.equal(fmtOutputs([{ index: 0, state: 'publishing' }, { index: 1, state: 'down' }]), '0 publishing, 1 down');
+});
+
+test('fmtAdmission', () => {
+  assert.equal(fmtAdmission(undefined), '');
+  assert.equal(fmtAdmission({ saturated: false, refused: {} }), 'taking new streams');
+  assert.equal(fmtAdmission({ saturated: true, reason: 'cpu', refused: { cpu: 3, starting: 1 } }), 'saturated (cpu): new streams refused; 4 refused so far');
 });

@@ -50,6 +50,15 @@ export function fmtOutputs(list) {
   return list.map((o) => `${o.index} ${o.state}`).join(', ');
 }
 
+// fmtAdmission tells admission control's state from /streams: "" without
+// it, otherwise whether new streams are taken, and the refusals so far.
+export function fmtAdmission(a) {
+  if (!a) return '';
+  const refused = Object.values(a.refused || {}).reduce((n, x) => n + x, 0);
+  const state = a.saturated ? `saturated (${a.reason}): new streams refused` : 'taking new streams';
+  return refused > 0 ? `${state}; ${refused} refused so far` : state;
+}
+
 // cells turns a /streams entry into the row's cells, in column order;
 // now and started are in ms on the server's clock.
 export function cells(s, now) {

@@ -2,7 +2,7 @@
 // never in a URL) and shows one row per live stream. The key lives in this
 // tab's sessionStorage, so a reload keeps the operator signed in and
 // closing the tab forgets it.
-import { cells } from './lib.js';
+import { cells, fmtAdmission } from './lib.js';
 
 const $ = (id) => document.getElementById(id);
 const STORE = 'publisher-admin-key';
@@ -51,6 +51,8 @@ async function poll() {
     const date = Date.parse(resp.headers.get('Date') || '');
     if (!Number.isNaN(date)) skew = date - Date.now();
     render(body.streams || []);
+    $('admission').textContent = fmtAdmission(body.admission);
+    $('admission').className = body.admission && body.admission.saturated ? 'saturated' : '';
     $('error').hidden = true;
     $('updated').textContent = `updated ${new Date().toLocaleTimeString()}`;
     document.body.dataset.polls = String(Number(document.body.dataset.polls || 0) + 1);
