@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/sirupsen/logrus"
 )
 
 // Load is one look at the server.
@@ -118,6 +120,7 @@ type Status struct {
 type Controller struct {
 	probe Probe
 	th    Thresholds
+	log   *logrus.Entry // nil: silent
 
 	mu        sync.Mutex // guards the fields below
 	saturated bool
@@ -131,9 +134,10 @@ type Controller struct {
 	refused  map[string]int64
 }
 
-// New returns a Controller that looks through probe (see Run or Look).
-func New(probe Probe, th Thresholds) *Controller {
-	return &Controller{probe: probe, th: th, refused: map[string]int64{}, last: Load{CPU: -1}}
+// New returns a Controller that looks through probe (see Run or Look) and
+// logs its changes of state to log (nil: nowhere).
+func New(probe Probe, th Thresholds, log *logrus.Entry) *Controller {
+	return &Controller{probe: probe, th: th, log: log, refused: map[string]int64{}, last: Load{CPU: -1}}
 }
 
 // Run looks every Every until ctx ends.
@@ -177,6 +181,7 @@ func (c *Controller) observe(l Load, now time.Time) {
 	if why := c.th.over(l, 1); why != "" {
 		if !c.saturated {
 			c.saturated, c.since = true, now
+			c.logf(l, logrus.WarnLevel, "saturated ("+why+"): refusing new streams, the running ones go on")
 		}
 		c.reason, c.calm = why, 0
 		return
@@ -189,8 +194,27 @@ func (c *Controller) observe(l Load, now time.Time) {
 		return
 	}
 	if c.calm++; c.calm >= calmLooks {
+		c.logf(l, logrus.InfoLevel, fmt.Sprintf("taking new streams again, after %s saturated (%d refused in all)", now.Sub(c.since).Round(time.Second), c.totalRefused()))
 		c.saturated, c.reason, c.since, c.calm = false, "", now, 0
 	}
+}
+
+// logf logs a change of state with the look that caused it.
+func (c *Controller) logf(l Load, level logrus.Level, msg string) {
+	if c.log == nil {
+		return
+	}
+	c.log.WithFields(logrus.Fields{"lag_p90": l.Lag.Round(time.Millisecond).String(), "starting": l.Starting,
+		"publishing": l.Streams, "cpu_pressure": l.CPU}).Log(level, "admission control: "+msg)
+}
+
+// totalRefused sums the refusals. Must hold mu.
+func (c *Controller) totalRefused() int64 {
+	var n int64
+	for _, v := range c.refused {
+		n += v
+	}
+	return n
 }
 
 // Check tells whether a new stream would be refused now, without taking a

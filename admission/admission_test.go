@@ -4,10 +4,14 @@ import (
 	"context"
 	"errors"
 	"os"
+	"slices"
 	"testing"
 	"time"
 
 	"ffmpeg-publisher/session"
+
+	"github.com/sirupsen/logrus"
+	"github.com/sirupsen/logrus/hooks/test"
 
 	"go.uber.org/goleak"
 )
@@ -67,7 +71,8 @@ func TestMachineProbe(t *testing.T) {
 // 80% of its threshold for calmFor, and a relapse restarts that wait.
 func TestSaturationHysteresis(t *testing.T) {
 	th := Thresholds{Lag: time.Second, Starting: 10, CPU: 50}
-	c := New(nil, th)
+	logger, logs := test.NewNullLogger()
+	c := New(nil, th, logrus.NewEntry(logger))
 	now := time.Now()
 	look := func(l Load) {
 		now = now.Add(Every)
@@ -110,6 +115,16 @@ func TestSaturationHysteresis(t *testing.T) {
 			t.Fatalf("still saturated after %d calm looks: %v", calmLooks, err)
 		}
 	}
+	// One line when saturation begins, one when it ends: no more however
+	// long it lasts.
+	var levels []logrus.Level
+	for _, e := range logs.AllEntries() {
+		levels = append(levels, e.Level)
+	}
+	want := []logrus.Level{logrus.WarnLevel, logrus.InfoLevel, logrus.WarnLevel, logrus.InfoLevel, logrus.WarnLevel, logrus.InfoLevel}
+	if !slices.Equal(levels, want) {
+		t.Errorf("logged %v, want %v", levels, want)
+	}
 	// Unknown CPU (no PSI) and no streams never saturate.
 	look(Load{CPU: -1})
 	if err := c.Check(); err != nil {
@@ -121,7 +136,7 @@ func TestSaturationHysteresis(t *testing.T) {
 // so a herd arriving at once is let in up to the start threshold and the
 // rest is refused (and counted) until a look sees the starts through.
 func TestAdmitHerd(t *testing.T) {
-	c := New(nil, Thresholds{Starting: 4, CPU: 50})
+	c := New(nil, Thresholds{Starting: 4, CPU: 50}, nil)
 	c.observe(Load{Starting: 1, CPU: -1}, time.Now())
 	for i := 0; i < 3; i++ {
 		if err := c.Admit(); err != nil {
@@ -161,7 +176,7 @@ func TestRunLooks(t *testing.T) {
 		default:
 		}
 		return Load{CPU: 100}
-	}, DefaultThresholds())
+	}, DefaultThresholds(), nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { c.Run(ctx); close(done) }()

@@ -64,7 +64,7 @@ func request(t *testing.T, method, url string, body io.Reader) refusal {
 // start again.
 func TestSaturatedRefusesOnlyNewStreams(t *testing.T) {
 	load := &fakeLoad{l: admission.Load{CPU: 5}}
-	ctrl := admission.New(load.probe, admission.Thresholds{CPU: 50})
+	ctrl := admission.New(load.probe, admission.Thresholds{CPU: 50}, nil)
 	ctrl.Look()
 	ts := newServer(t, fakeffmpeg.Normal, func(c *Config, s *session.Config) {
 		s.Admission = ctrl
@@ -176,7 +176,7 @@ func TestSaturatedRefusesWHIPOffer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctrl := admission.New(func() admission.Load { return admission.Load{CPU: 99} }, admission.Thresholds{CPU: 50})
+	ctrl := admission.New(func() admission.Load { return admission.Load{CPU: 99} }, admission.Thresholds{CPU: 50}, nil)
 	ctrl.Look()
 	ts := newServer(t, "", func(c *Config, s *session.Config) { c.WHIP = host; s.Admission = ctrl })
 	t.Cleanup(host.Close)

@@ -348,7 +348,7 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error, extra m
 	switch {
 	case code == http.StatusInternalServerError:
 		l.WithError(err).Error("request failed")
-	case code >= 500:
+	case code >= 500 && !errors.As(err, &sat): // a refusal per arrival while saturated: the metric counts them
 		l.WithError(err).Warn("request failed")
 	default:
 		l.WithError(err).Info("request refused")

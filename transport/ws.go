@@ -255,7 +255,7 @@ func (c *wsConn) refuse(err error) {
 	if errors.As(err, &br) {
 		msg = br.msg
 	}
-	if code >= 1011 {
+	if code >= 1011 && !errors.As(err, new(*admission.Saturated)) { // a refusal per arrival while saturated: the metric counts them
 		c.log.WithError(err).Warn("closing websocket")
 	} else {
 		c.log.WithError(err).Info("closing websocket")
