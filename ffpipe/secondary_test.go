@@ -187,15 +187,21 @@ func TestHungRestreamFailsAfterTheIOBound(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() { p.Kill(); waitDone(t, p) }()
 	audio := rtmptest.MP3(t, 20, 16000, 1, "32k", true)
+	stop, wrote := make(chan struct{}), make(chan struct{})
+	defer func() { p.Kill(); close(stop); <-wrote; waitDone(t, p) }()
 	go func() {
+		defer close(wrote)
 		// Real-time pace: 1 s of audio a second.
 		for i := 0; i+4000 <= len(audio); i += 4000 {
 			if _, err := p.Write(audio[i : i+4000]); err != nil {
 				return
 			}
-			time.Sleep(time.Second)
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Second):
+			}
 		}
 	}()
 	start := time.Now()
