@@ -142,8 +142,9 @@ func chunks(audio []byte, d time.Duration) []chunk {
 }
 
 // recordedAudio counts the audio in nginx-rtmp's FLV recordings: audio
-// tags times their frame's samples (AAC sequence headers carry none).
-func recordedAudio(files []string) time.Duration {
+// tags times their frame's samples (AAC sequence headers carry none), at
+// sampleRate (FLV's own rate field says 44 kHz for any AAC).
+func recordedAudio(files []string, sampleRate int) time.Duration {
 	var samples int64
 	for _, f := range files {
 		b, err := os.ReadFile(f)
@@ -169,5 +170,5 @@ func recordedAudio(files []string) time.Duration {
 			b = b[15+size:]
 		}
 	}
-	return time.Duration(samples) * time.Second / rate
+	return time.Duration(samples) * time.Second / time.Duration(sampleRate)
 }

@@ -28,7 +28,7 @@ func main() {
 	mode := flag.String("mode", "report", "report (every section below) or run (one scenario)")
 	sections := flag.String("sections", "latency,curve,capacity,capacity-bare,pcm,overload", "report sections: start (an ffmpeg start step by step), latency, curve, capacity (WebSocket clients), capacity-bare (bare ffmpeg), pcm (PCM against MP3), overload (admission control, without and with a CPU hog)")
 	bin := flag.String("publisher", "./ffmpeg-publisher", "the publisher binary (make build)")
-	client := flag.String("client", "ws", "run: post, ws, raw, or bare (ffmpeg fed directly, the floor)")
+	client := flag.String("client", "ws", "run: post, ws, raw, whip (20 ms Opus over WebRTC), or bare (ffmpeg fed directly, the floor)")
 	chunkDur := flag.Duration("chunk", 100*time.Millisecond, "run: audio per POST or message")
 	codec := flag.String("codec", "aac", "run: aac, or copy (MP3 passed through)")
 	format := flag.String("format", "mp3", "run: the clients' audio, mp3, pcm (44.1 kHz mono s16le) or aac (ADTS, published as it is)")
@@ -70,7 +70,13 @@ func main() {
 			fail(err)
 		}
 	}
-	e := env{publisher: *bin, audio: audio, pcm: pcm, adts: adts, rampPer: *rampPer, seconds: *seconds, lead: *lead,
+	var opus [][]byte
+	if *client == "whip" || strings.Contains(*sections, "latency") {
+		if opus, err = makeOpus(min(audioLen, 70)); err != nil {
+			fail(err)
+		}
+	}
+	e := env{publisher: *bin, audio: audio, pcm: pcm, adts: adts, opus: opus, rampPer: *rampPer, seconds: *seconds, lead: *lead,
 		http: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 4096}}}
 	cmdline := "go run ./bench " + strings.Join(os.Args[1:], " ")
 	var b strings.Builder
@@ -79,11 +85,15 @@ func main() {
 	if *mode == "run" {
 		sc := e.scenario(*client, *chunkDur, *codec, *streams)
 		sc.format = *format
+		if sc.client == "whip" {
+			sc.chunk, sc.format = opusFrame, "opus"
+		}
 		o, err := e.run(sc)
 		if err != nil {
 			fail(err)
 		}
 		latencyTable(&b, []*outcome{o})
+		contentLines(&b, []*outcome{o})
 		costTable(&b, []*outcome{o}, nil)
 		fmt.Print(b.String())
 		return

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"ffmpeg-publisher/internal/markers"
 	"ffmpeg-publisher/internal/rtmpplay"
 	"ffmpeg-publisher/internal/rtmptest"
 )
@@ -21,10 +22,10 @@ import (
 // scenario is one measured run: N clients of one kind streaming in real
 // time for seconds each, their starts spread over ramp.
 type scenario struct {
-	client  string // post, ws, raw (through the publisher) or bare (ffmpeg fed directly)
+	client  string // post, ws, raw, whip (through the publisher) or bare (ffmpeg fed directly)
 	chunk   time.Duration
 	codec   string // aac or copy
-	format  string // of the client's audio: mp3, or pcm (44.1 kHz mono)
+	format  string // of the client's audio: mp3, pcm (44.1 kHz mono), aac, or opus (whip)
 	streams int
 	seconds int
 	ramp    time.Duration
@@ -36,6 +37,8 @@ func (s scenario) String() string {
 		return fmt.Sprintf("%d × %s %s PCM, %s", s.streams, s.client, s.chunk, s.codec)
 	case "aac":
 		return fmt.Sprintf("%d × %s %s AAC in, copied", s.streams, s.client, s.chunk)
+	case "opus":
+		return fmt.Sprintf("%d × %s %s Opus, %s", s.streams, s.client, s.chunk, s.codec)
 	}
 	return fmt.Sprintf("%d × %s %s, %s", s.streams, s.client, s.chunk, s.codec)
 }
@@ -49,6 +52,9 @@ type outcome struct {
 	lags       []time.Duration // per audio tag in the steady window: arrival − when the client sent its audio
 	delivered  []float64       // per stream: recorded ÷ sent
 	publishes  []int           // per stream: publish sessions at the RTMP server
+	ears       []time.Duration // whip: per marker, capture to ear found by content
+	unheard    int             // whip: markers sent but in no recording
+	connects   []time.Duration // whip: per stream, offer → connection up
 	failures   int             // clients that got an error
 	firstErr   string
 	window     float64 // seconds of the steady window
@@ -64,11 +70,13 @@ type stream struct {
 	id     string
 	query  string // the format's parameters, for the publisher's URLs
 	chunks []chunk
-	start  time.Time // when its first byte was sent
+	start  time.Time // when its first byte was sent (whip: when it connects)
 
 	mu    sync.Mutex
+	sent0 time.Time // whip: its first packet, after the connection is up
 	first time.Time // first audio tag at the subscriber
 	lags  []time.Duration
+	heard []heard // whip: every audio message, to place the markers
 }
 
 // sentAt is when the client sent the chunk holding the audio up to end.
@@ -77,7 +85,11 @@ func (s *stream) sentAt(end time.Duration) (time.Time, bool) {
 	if i == len(s.chunks) {
 		return time.Time{}, false
 	}
-	return s.start.Add(s.chunks[i].from), true
+	t0 := s.start
+	if !s.sent0.IsZero() {
+		t0 = s.sent0
+	}
+	return t0.Add(s.chunks[i].from), true
 }
 
 // env is what a scenario runs against.
@@ -86,6 +98,7 @@ type env struct {
 	audio     []byte
 	pcm       []byte        // the same signal as PCM; nil when no scenario needs it
 	adts      []byte        // the same signal as AAC in ADTS; nil when no scenario needs it
+	opus      [][]byte      // marker audio as 20 ms Opus packets (whip); nil when no scenario needs it
 	rampPer   time.Duration // between stream starts
 	seconds   int           // the shortest stream
 	http      *http.Client
@@ -116,6 +129,8 @@ func (e env) run(sc scenario) (*outcome, error) {
 		cs, query = pcmChunks(e.pcm, sc.chunk), pcmQuery
 	case "aac":
 		cs, query = adtsChunks(e.adts, sc.chunk), "&format=aac"
+	case "opus":
+		cs = opusChunks(e.opus)
 	}
 	for len(cs) > 0 && cs[len(cs)-1].to > need {
 		cs = cs[:len(cs)-1]
@@ -134,6 +149,9 @@ func (e env) run(sc scenario) (*outcome, error) {
 			"-rate-requests", "0", "-rate-sessions", "0", "-gap-fill", "0", "-max-starting", strconv.Itoa(runtime.NumCPU()), "-max-sessions", strconv.Itoa(sc.streams+10),
 			"-admit-lag", "0", "-admit-starting", "0", "-admit-cpu", "0", // the raw capacity; the overload section measures admission
 			"-log-level", "warn")
+		if sc.client == "whip" {
+			pub.Args = append(pub.Args, "-webrtc-udp", "127.0.0.1:0")
+		}
 		pub.Stderr = os.Stderr
 		if err := pub.Start(); err != nil {
 			return nil, fmt.Errorf("start %s (run make build first): %w", e.publisher, err)
@@ -162,7 +180,11 @@ func (e env) run(sc scenario) (*outcome, error) {
 	if !ts1.After(ts0.Add(2 * time.Second)) {
 		return nil, fmt.Errorf("%s: %d s streams leave no steady window after a %s ramp", sc, sc.seconds, sc.ramp)
 	}
-	tagDur := time.Second * aacSamples / rate
+	outRate := rate
+	if sc.format == "opus" {
+		outRate = 48000 // ffmpeg encodes at its input's rate
+	}
+	tagDur := time.Second * aacSamples / time.Duration(outRate)
 	if sc.codec == "copy" && sc.format == "mp3" {
 		tagDur = time.Second * mp3Samples / rate
 	}
@@ -180,6 +202,9 @@ func (e env) run(sc scenario) (*outcome, error) {
 				defer s.mu.Unlock()
 				if s.first.IsZero() {
 					s.first = m.Arrived
+				}
+				if sc.format == "opus" {
+					s.heard = append(s.heard, heard{m.TS, m.Arrived})
 				}
 				if m.Arrived.Before(ts0) || s.start.IsZero() {
 					return
@@ -266,6 +291,8 @@ func (e env) run(sc scenario) (*outcome, error) {
 				err = wsClient(base, s)
 			case "raw":
 				err = rawClient(e.http, base, s)
+			case "whip":
+				err = whipClient(base, s)
 			case "bare":
 				err = bareClient(rtmp.URL+"/"+s.id, sc.codec, sc.format, s)
 			default:
@@ -296,8 +323,19 @@ func (e env) run(sc scenario) (*outcome, error) {
 		}
 		o.lags = append(o.lags, s.lags...)
 		s.mu.Unlock()
-		o.delivered = append(o.delivered, recordedAudio(rtmp.Recordings(s.id)).Seconds()/sent.Seconds())
+		o.delivered = append(o.delivered, recordedAudio(rtmp.Recordings(s.id), outRate).Seconds()/sent.Seconds())
 		o.publishes = append(o.publishes, published[s.id])
+		if !s.sent0.IsZero() {
+			o.connects = append(o.connects, s.sent0.Sub(s.start))
+		}
+		if sc.format == "opus" && published[s.id] == 1 {
+			ears, unheard, err := earByContent(rtmp.Recordings(s.id), s.heard, tagDur, s.sent0, markers.Markers(sent))
+			if err != nil {
+				return nil, err
+			}
+			o.ears = append(o.ears, ears...)
+			o.unheard += unheard
+		}
 	}
 	return o, nil
 }

@@ -180,6 +180,15 @@ func (c *Client) Send(ctx context.Context, pkts [][]byte, imp Impair) (dropped i
 	return dropped, nil
 }
 
+// Write sends one 20 ms Opus packet now, as the next RTP packet: for a
+// caller that paces the packets itself.
+func (c *Client) Write(payload []byte) error {
+	p := &rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 111, SequenceNumber: c.seq, Timestamp: c.ts}, Payload: payload}
+	c.seq++
+	c.ts += 960
+	return c.track.WriteRTP(p)
+}
+
 // Delete ends the WHIP session (DELETE on its URL) and returns the status.
 func (c *Client) Delete(ctx context.Context, bearer string) (int, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, c.Resource, nil)
