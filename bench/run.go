@@ -329,7 +329,7 @@ func (e env) run(sc scenario) (*outcome, error) {
 			o.connects = append(o.connects, s.sent0.Sub(s.start))
 		}
 		if sc.format == "opus" && published[s.id] == 1 {
-			ears, unheard, err := earByContent(rtmp.Recordings(s.id), s.heard, tagDur, s.sent0, markers.Markers(sent))
+			ears, unheard, err := earByContent(rtmp.Recordings(s.id), s.heard, tagDur, s.sent0, ts0, markers.Markers(sent))
 			if err != nil {
 				return nil, err
 			}

@@ -102,8 +102,9 @@ type heard struct {
 // stream's recording and takes when the message holding it reached the
 // player: capture to ear by content, the codecs' delays included, where
 // the table's column maps RTMP timestamps to source time. sent0 is when
-// the first packet left. It also counts the markers found nowhere.
-func earByContent(recordings []string, msgs []heard, tagDur time.Duration, sent0 time.Time, n int) (ears []time.Duration, missing int, err error) {
+// the first packet left; onsets heard before from (the steady window, as
+// for the lag) are not counted. It also counts the markers found nowhere.
+func earByContent(recordings []string, msgs []heard, tagDur time.Duration, sent0, from time.Time, n int) (ears []time.Duration, missing int, err error) {
 	recs, err := markers.Recordings(recordings)
 	if err != nil {
 		return nil, 0, err
@@ -120,7 +121,7 @@ func earByContent(recordings []string, msgs []heard, tagDur time.Duration, sent0
 		}
 		ts := first + r.Start
 		i := sort.Search(len(msgs), func(i int) bool { return msgs[i].ts+tagDur > ts })
-		if i == len(msgs) {
+		if i == len(msgs) || msgs[i].at.Before(from) {
 			continue
 		}
 		// The onset was captured a frame before its packet left (the frame
