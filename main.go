@@ -384,7 +384,7 @@ func serveUntil(ctx, hurry context.Context, cfg Config, ln net.Listener, log *lo
 	launcher := ffpipe.NewLauncher(cfg.MaxStarting)
 	defer launcher.Close() // after reg.Close: every ffmpeg has ended
 	var reg *session.Registry
-	adm := admission.New(admission.Machine(func() []session.Info { return reg.List() }, cfg.AdmitPressure), cfg.Admit, log)
+	adm := admission.New(admission.Machine(func() []session.StreamLoad { return reg.Loads(nil) }, cfg.AdmitPressure), cfg.Admit, log)
 	reg = session.NewRegistry(session.Config{
 		Admission: adm,
 		Observer:  mets,

@@ -41,27 +41,27 @@ func TestParsePressure(t *testing.T) {
 // registry's list and the CPU pressure from the file, and treats a
 // missing file (no PSI in this kernel) as unknown, never as pressure.
 func TestMachineProbe(t *testing.T) {
-	var infos []session.Info
+	var streams []session.StreamLoad
 	for i := 0; i < 10; i++ { // lags 0.1 … 1.0 s
-		infos = append(infos, session.Info{State: session.StateLive, FFmpeg: "publishing", Held: float64(i+1) / 10})
+		streams = append(streams, session.StreamLoad{State: session.StateLive, FFmpeg: "publishing", Held: time.Duration(i+1) * 100 * time.Millisecond})
 	}
-	infos = append(infos,
-		session.Info{State: session.StateLive, FFmpeg: "publishing", Held: 30, Upstream: "not answering"}, // not our load
-		session.Info{State: session.StateLive, FFmpeg: "restarting", Held: 9},                             // nor this
-		session.Info{State: session.StateNew, FFmpeg: "not started"},
-		session.Info{State: session.StateLive, FFmpeg: "starting", Held: 2},
-		session.Info{State: session.StateEnding, FFmpeg: "starting"},
+	streams = append(streams,
+		session.StreamLoad{State: session.StateLive, FFmpeg: "publishing", Held: 30 * time.Second, Stalled: true}, // not our load
+		session.StreamLoad{State: session.StateLive, FFmpeg: "restarting", Held: 9 * time.Second},                 // nor this
+		session.StreamLoad{State: session.StateNew, FFmpeg: "not started"},
+		session.StreamLoad{State: session.StateLive, FFmpeg: "starting", Held: 2 * time.Second},
+		session.StreamLoad{State: session.StateEnding, FFmpeg: "starting"},
 	)
 	psi := t.TempDir() + "/cpu"
 	if err := os.WriteFile(psi, []byte("some avg10=42.00 avg60=1.00 avg300=1.00 total=1\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	l := Machine(func() []session.Info { return infos }, psi)()
+	l := Machine(func() []session.StreamLoad { return streams }, psi)()
 	want := Load{Streams: 10, Lag: 900 * time.Millisecond, Starting: 2, CPU: 42}
 	if l != want {
 		t.Errorf("load %+v, want %+v", l, want)
 	}
-	if l := Machine(func() []session.Info { return nil }, psi+".missing")(); l.CPU != -1 || l.Streams != 0 || l.Lag != 0 {
+	if l := Machine(func() []session.StreamLoad { return nil }, psi+".missing")(); l.CPU != -1 || l.Streams != 0 || l.Lag != 0 {
 		t.Errorf("no PSI, no streams: %+v", l)
 	}
 }

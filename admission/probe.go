@@ -4,7 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"os"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -16,12 +16,12 @@ import (
 // Linux 4.20 when enabled; a cgroup's own is its cpu.pressure file.
 const DefaultPressureFile = "/proc/pressure/cpu"
 
-// Machine returns the server's probe: the streams come from list (the
-// registry's List), the CPU pressure from pressureFile ("" or a file that
+// Machine returns the server's probe: the streams come from loads (the
+// registry's Loads), the CPU pressure from pressureFile ("" or a file that
 // cannot be read: unknown).
-func Machine(list func() []session.Info, pressureFile string) Probe {
+func Machine(loads func() []session.StreamLoad, pressureFile string) Probe {
 	return func() Load {
-		l := FromStreams(list())
+		l := FromStreams(loads())
 		l.CPU = -1
 		if pressureFile != "" {
 			if b, err := os.ReadFile(pressureFile); err == nil {
@@ -39,10 +39,10 @@ const lagQuantile = 0.9
 // FromStreams measures the streams: the lag of those publishing (an RTMP
 // server that stopped reading is not this machine's load) and the count of
 // those whose ffmpeg has not published yet. CPU is left unknown.
-func FromStreams(infos []session.Info) Load {
+func FromStreams(streams []session.StreamLoad) Load {
 	l := Load{CPU: -1}
-	lags := make([]float64, 0, len(infos))
-	for _, in := range infos {
+	lags := make([]time.Duration, 0, len(streams))
+	for _, in := range streams {
 		if in.State != session.StateNew && in.State != session.StateLive {
 			continue
 		}
@@ -50,15 +50,15 @@ func FromStreams(infos []session.Info) Load {
 		case "not started", "starting":
 			l.Starting++
 		case "publishing":
-			if in.Upstream == "" {
+			if !in.Stalled {
 				lags = append(lags, in.Held)
 			}
 		}
 	}
 	if l.Streams = len(lags); l.Streams > 0 {
-		sort.Float64s(lags)
+		slices.Sort(lags)
 		i := int(float64(len(lags))*lagQuantile+0.999999) - 1 // nearest rank
-		l.Lag = time.Duration(lags[max(0, i)] * float64(time.Second))
+		l.Lag = lags[max(0, i)]
 	}
 	return l
 }
