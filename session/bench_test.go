@@ -31,6 +31,9 @@ func BenchmarkSessionWrite(b *testing.B) {
 	r := NewRegistry(Config{
 		FFmpeg:   ffpipe.Config{Binary: os.Args[0], ExtraEnv: fakeffmpeg.Env(dir, fakeffmpeg.Normal)},
 		RTMPBase: "rtmp://127.0.0.1:1/live",
+		// Far faster than real time: the fake's confirmations lag, and
+		// the default 10 s bound would refuse the writes it measures.
+		BufferBytes: 1 << 30,
 	}, quietLog())
 	defer func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
