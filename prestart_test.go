@@ -1,6 +1,8 @@
 package main
 
 import (
+	"io"
+	"net/http"
 	"os"
 	"regexp"
 	"strconv"
@@ -103,9 +105,9 @@ func TestPrestartWithoutAudio(t *testing.T) {
 	}
 }
 
-// TestPrestartIsOnePublish: an ffmpeg started when the WebSocket
-// connected, before its first byte, publishes the stream once, all of
-// it. About 4 s.
+// TestPrestartIsOnePublish: an ffmpeg started when the WebSocket or the
+// streaming upload connected, before its first byte, publishes the stream
+// once, all of it. About 5 s.
 func TestPrestartIsOnePublish(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end")
@@ -114,6 +116,35 @@ func TestPrestartIsOnePublish(t *testing.T) {
 	rtmptest.Require(t, "ffmpeg", "ffprobe", "nginx")
 	rtmp := rtmptest.Start(t)
 	pub := startPublisher(t, rtmp.URL, nil)
+	t.Run("upload", func(t *testing.T) {
+		t.Parallel()
+		const id = "prestart-upload"
+		data := rtmptest.MP3(t, 3, 44100, 1, "64k", true)
+		pr, pw := io.Pipe()
+		req, err := http.NewRequest(http.MethodPost, pub.URL+"/live/"+id+"?key=secret", pr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		status := make(chan int, 1)
+		go func() {
+			resp, err := pub.client.Do(req)
+			if err != nil {
+				pr.CloseWithError(err)
+				status <- 0
+				return
+			}
+			resp.Body.Close()
+			status <- resp.StatusCode
+		}()
+		pub.prestarted(t, id) // before the body's first byte
+		ps := splitEvery(data, 800)
+		paced(len(ps), 100*time.Millisecond, func(i int) { pw.Write(ps[i]) })
+		pw.Close()
+		if code := <-status; code != http.StatusOK {
+			t.Fatalf("upload: status %d", code)
+		}
+		checkArrived(t, rtmp, pub, id, session.MP3Duration(data))
+	})
 	for _, tc := range []struct{ id, query string }{{"prestart-mp3", ""}, {"prestart-pcm", "&format=pcm&rate=44100"}} {
 		t.Run(tc.id, func(t *testing.T) {
 			t.Parallel()
