@@ -1,0 +1,89 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"ffmpeg-publisher/internal/fakeffmpeg"
+)
+
+// prestarted attaches a WebSocket publisher to id and prestarts its
+// stream; it returns the publisher and the prestarted ffmpeg's pid.
+func prestarted(t *testing.T, r *Registry, id string) (*Publisher, int) {
+	t.Helper()
+	pub, err := r.Attach(id, Source{Transport: "websocket"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.Prestart(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	info, ok := r.Info(id)
+	if !ok || info.PID == 0 {
+		t.Fatalf("no ffmpeg after Prestart: %+v", info)
+	}
+	return pub, info.PID
+}
+
+func reaped(pid int) bool {
+	_, err := os.Stat("/proc/" + strconv.Itoa(pid))
+	return os.IsNotExist(err)
+}
+
+// A first chunk that is not in the stream's format ends a prestarted
+// stream as it ends one started by that chunk: not_mp3, and its ffmpeg,
+// which never got a byte, is stopped.
+func TestPrestartedStreamRefusesABadFirstChunk(t *testing.T) {
+	r, dir := newTestRegistry(t, fakeffmpeg.Normal, func(c *Config) { c.Prestart = true })
+	pub, pid := prestarted(t, r, "abc")
+	if _, err := pub.Write(context.Background(), []byte("OggS, not MP3 at all, and long enough to be judged")); !errors.Is(err, ErrNotMP3) {
+		t.Fatalf("bad first chunk: %v, want ErrNotMP3", err)
+	}
+	waitFor(t, "the session to end", func() bool { _, ok := r.Info("abc"); return !ok })
+	waitFor(t, "the prestarted ffmpeg to be reaped", func() bool { return reaped(pid) })
+	pub.Detach(false)
+	for _, f := range fakeffmpeg.OutputFiles(dir, "abc") {
+		if b, _ := os.ReadFile(f); len(b) > 0 {
+			t.Errorf("%s: the prestarted ffmpeg got %d bytes", f, len(b))
+		}
+	}
+}
+
+// A prestarted ffmpeg that gets no audio within PrestartWait is stopped;
+// the stream's first audio then starts another, which gets all of it.
+func TestPrestartWaitStopsTheIdleFFmpeg(t *testing.T) {
+	r, dir := newTestRegistry(t, fakeffmpeg.Normal, func(c *Config) {
+		c.Prestart = true
+		c.PrestartWait = 100 * time.Millisecond
+	})
+	pub, pid := prestarted(t, r, "abc")
+	waitFor(t, "the prestarted ffmpeg to be reaped", func() bool { return reaped(pid) })
+	a := frames(hdrV2Mono, 20, 1)
+	if _, err := pub.Write(context.Background(), a); err != nil {
+		t.Fatal(err)
+	}
+	pub.Detach(true)
+	closeRegistry(t, r)
+	var got int
+	for _, f := range fakeffmpeg.OutputFiles(dir, "abc") {
+		b, _ := os.ReadFile(f)
+		got += len(b)
+	}
+	if got < len(a) {
+		t.Errorf("the ffmpegs got %d bytes of the %d written", got, len(a))
+	}
+}
+
+// A connection that leaves before its first audio takes its prestarted
+// stream along at once.
+func TestPrestartedStreamEndsWithItsConnection(t *testing.T) {
+	r, _ := newTestRegistry(t, fakeffmpeg.Normal, func(c *Config) { c.Prestart = true })
+	pub, pid := prestarted(t, r, "abc")
+	pub.Detach(false)
+	waitFor(t, "the session to end", func() bool { _, ok := r.Info("abc"); return !ok })
+	waitFor(t, "the prestarted ffmpeg to be reaped", func() bool { return reaped(pid) })
+}
