@@ -189,7 +189,13 @@ func TestInterruptedFlushConfirmsOnlyWhatWasSent(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.End("abc", CauseClient)
-	closeRegistry(t, r)
+	// The end keeps starting ffmpegs to send the held audio for endFlush
+	// (10 s), which is closeRegistry's whole deadline.
+	ctx, cancel := context.WithTimeout(context.Background(), endFlush+20*time.Second)
+	defer cancel()
+	if err := r.Close(ctx); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
 	if drops.total() == 0 {
 		t.Fatalf("10 frames acknowledged, none sent (output time 0), nothing counted as dropped")
 	}

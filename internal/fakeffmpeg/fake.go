@@ -82,13 +82,15 @@ func Main() {
 	os.Exit(run(os.Args[1:], os.Getenv(envDir), os.Getenv(envMode)))
 }
 
-// OutputFiles lists what fakes wrote for a target name, in pid order.
+// OutputFiles lists what fakes wrote for a target name, in the order they
+// started (PIDs wrap and differ in length; the names lead with the start time).
 func OutputFiles(dir, name string) []string {
 	m, _ := filepath.Glob(filepath.Join(dir, name+".*.bin"))
 	return m
 }
 
 func run(args []string, dir, mode string) int {
+	started := time.Now().UnixNano()
 	target, url := "out", ""
 	if len(args) > 0 {
 		url = args[len(args)-1]
@@ -139,7 +141,7 @@ func run(args []string, dir, mode string) int {
 		fmt.Fprintf(progress, "total_size=0\nout_time_us=0\nprogress=continue\n")
 		time.Sleep(time.Second)
 	}
-	out, err := os.Create(filepath.Join(dir, target+"."+strconv.Itoa(os.Getpid())+".bin"))
+	out, err := os.Create(filepath.Join(dir, fmt.Sprintf("%s.%020d-%d.bin", target, started, os.Getpid())))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "[fatal]", err)
 		return 1
