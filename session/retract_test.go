@@ -118,7 +118,9 @@ func TestRetractKeepsAPostWrittenBefore(t *testing.T) {
 		_, err := r.Write(ctx, "abc", testSrc, modelFrames(hdrV1Stereo, 10, 10))
 		errB <- err
 	}()
-	time.Sleep(300 * time.Millisecond) // B closes the first ffmpeg's input and waits for it
+	// B is in the log behind A, and waits for the first ffmpeg to go.
+	both := len(modelFrames(hdrV2Mono, 0, 10)) + len(modelFrames(hdrV1Stereo, 10, 10))
+	waitFor(t, "B in the log", func() bool { info, _ := r.Info("abc"); return info.Buffered >= both })
 	syscall.Kill(info.PID, syscall.SIGKILL)
 	// B wrote after A: A's audio stays in the log, acknowledged.
 	if err := <-errA; err != nil {
