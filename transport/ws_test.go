@@ -195,6 +195,12 @@ func TestWebSocketRefusals(t *testing.T) {
 		expectClose(t, c, websocket.CloseUnsupportedData, "not MP3")
 	})
 	t.Run("capacity", func(t *testing.T) {
+		// The streams of the cases above end with their connections, not at once.
+		for deadline := time.Now().Add(10 * time.Second); ts.reg.Len() > 0; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d streams of the cases above still live", ts.reg.Len())
+			}
+		}
 		for _, id := range []string{"cap1", "cap2"} {
 			c := dialWS(t, ts, "id="+id+"&key=k", nil)
 			c.WriteMessage(websocket.BinaryMessage, mp3(2, 1))
