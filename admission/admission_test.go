@@ -51,6 +51,7 @@ func TestMachineProbe(t *testing.T) {
 		session.StreamLoad{State: session.StateNew, FFmpeg: "not started"},
 		session.StreamLoad{State: session.StateLive, FFmpeg: "starting", Held: 2 * time.Second},
 		session.StreamLoad{State: session.StateEnding, FFmpeg: "starting"},
+		session.StreamLoad{State: session.StateNew, FFmpeg: "starting", Waiting: true}, // loaded, waits for its client
 	)
 	psi := t.TempDir() + "/cpu"
 	if err := os.WriteFile(psi, []byte("some avg10=42.00 avg60=1.00 avg300=1.00 total=1\n"), 0o644); err != nil {

@@ -48,7 +48,9 @@ func FromStreams(streams []session.StreamLoad) Load {
 		}
 		switch in.FFmpeg {
 		case "not started", "starting":
-			l.Starting++
+			if !in.Waiting {
+				l.Starting++
+			}
 		case "publishing":
 			if !in.Stalled {
 				lags = append(lags, in.Held)

@@ -141,6 +141,7 @@ func (l *Launcher) watchLoad(p *Proc) {
 // late streams started seconds behind their clients.
 func (p *Proc) hasLoaded() {
 	p.loaded.Do(func() {
+		p.isLoaded.Store(true)
 		if p.slots != nil {
 			<-p.slots
 		}
@@ -149,6 +150,10 @@ func (p *Proc) hasLoaded() {
 		}
 	})
 }
+
+// Loaded tells whether ffmpeg has loaded (or exited): it no longer costs
+// the CPU of a start.
+func (p *Proc) Loaded() bool { return p.isLoaded.Load() }
 
 // deprioritize runs every thread of ffmpeg niced under SCHED_BATCH; threads
 // it makes later inherit this.

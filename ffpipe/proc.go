@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -50,13 +51,14 @@ type Proc struct {
 	log    *logrus.Entry
 	redact *redact.Target // hides the outputs' secrets in ffmpeg's words
 
-	ready  chan struct{}  // closed at the first progress report
-	done   chan struct{}  // closed after Wait returned
-	loaded sync.Once      // gives back the start slot, then lowers the priority
-	nice   int            // Config.Nice
-	slots  chan struct{}  // the start slots it holds one of
-	conn   connFinder     // which socket is ffmpeg's output connection
-	rconns *restreamConns // and each restream's
+	ready    chan struct{}  // closed at the first progress report
+	done     chan struct{}  // closed after Wait returned
+	loaded   sync.Once      // gives back the start slot, then lowers the priority
+	isLoaded atomic.Bool    // set by loaded
+	nice     int            // Config.Nice
+	slots    chan struct{}  // the start slots it holds one of
+	conn     connFinder     // which socket is ffmpeg's output connection
+	rconns   *restreamConns // and each restream's
 
 	mu       sync.Mutex // guards the fields below
 	outs     restreams

@@ -9,6 +9,9 @@ type StreamLoad struct {
 	FFmpeg  string        // as Info.FFmpeg
 	Stalled bool          // the RTMP server stopped reading (Info.Upstream)
 	Held    time.Duration // as Info.Held: accepted, not yet confirmed sent
+	// Waiting: its ffmpeg was started before any audio and has loaded; it
+	// waits for the client and costs no CPU meanwhile.
+	Waiting bool
 }
 
 // Loads appends every session's StreamLoad to dst, in no order.
@@ -21,7 +24,8 @@ func (r *Registry) Loads(dst []StreamLoad) []StreamLoad {
 	r.mu.Unlock()
 	for _, s := range all {
 		s.mu.Lock()
-		dst = append(dst, StreamLoad{State: s.state, FFmpeg: s.ffstate, Stalled: s.upstream != "", Held: s.held})
+		w := s.waiting != nil && s.waiting.Loaded()
+		dst = append(dst, StreamLoad{State: s.state, FFmpeg: s.ffstate, Stalled: s.upstream != "", Held: s.held, Waiting: w})
 		s.mu.Unlock()
 	}
 	return dst

@@ -60,6 +60,9 @@ func (s *Session) prestart() {
 		return // logged; the first write tries again and reports it
 	}
 	s.early, s.earlyAt = s.cur.proc, time.Now()
+	s.mu.Lock()
+	s.waiting = s.early
+	s.mu.Unlock()
 }
 
 // argsFixed tells whether ffmpeg's arguments are known before the first
@@ -78,7 +81,14 @@ func (s *Session) awaitingAudio() bool {
 }
 
 // gotAudio notes that the running ffmpeg was given audio. Must hold wsem.
-func (s *Session) gotAudio() { s.early = nil }
+func (s *Session) gotAudio() {
+	if s.early != nil {
+		s.early = nil
+		s.mu.Lock()
+		s.waiting = nil
+		s.mu.Unlock()
+	}
+}
 
 // checkPrestart stops a prestarted ffmpeg that got no audio within
 // PrestartWait; the stream's first audio starts another.
@@ -101,6 +111,7 @@ func (s *Session) checkPrestart(now time.Time) {
 		s.running = nil
 	}
 	s.ffstate = "exited"
+	s.waiting = nil
 	s.mu.Unlock()
 }
 

@@ -87,3 +87,21 @@ func TestPrestartedStreamEndsWithItsConnection(t *testing.T) {
 	waitFor(t, "the session to end", func() bool { _, ok := r.Info("abc"); return !ok })
 	waitFor(t, "the prestarted ffmpeg to be reaped", func() bool { return reaped(pid) })
 }
+
+// A prestarted ffmpeg that has loaded and waits for its client is not a
+// start in progress for admission control; once given audio it is a stream
+// like any other.
+func TestPrestartedFFmpegWaitingIsNoStart(t *testing.T) {
+	r, _ := newTestRegistry(t, fakeffmpeg.Normal, func(c *Config) { c.Prestart = true })
+	pub, _ := prestarted(t, r, "abc")
+	waiting := func() bool { l := r.Loads(nil); return len(l) == 1 && l[0].Waiting }
+	waitFor(t, "the prestarted ffmpeg to load and wait", waiting)
+	if _, err := pub.Write(context.Background(), frames(hdrV2Mono, 4, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if waiting() {
+		t.Error("still waiting after its first audio")
+	}
+	pub.Detach(true)
+	closeRegistry(t, r)
+}

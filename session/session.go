@@ -69,6 +69,8 @@ type Session struct {
 	// (see prestart.go); earlyAt: when.
 	early   *ffpipe.Proc
 	earlyAt time.Time
+	// waiting: early, under mu, for admission control (see Loads)
+	waiting *ffpipe.Proc
 
 	endReq    chan struct{} // closed by requestEnd
 	live      chan struct{} // closed when an ffmpeg of the session first publishes
