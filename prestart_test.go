@@ -84,7 +84,7 @@ func TestPrestartWithoutAudio(t *testing.T) {
 	defer c.Close()
 	go drainStatus(c, nil)
 	pid := pub.prestarted(t, id)
-	pub.waitLine(t, id, "stopping the ffmpeg started for it")
+	pub.waitLine(t, id, "the ffmpeg started for it is stopped")
 	waitGone(t, pid)
 	// A connection that leaves before its first audio takes its
 	// prestarted stream along at once, not after the idle timeout.
@@ -102,6 +102,16 @@ func TestPrestartWithoutAudio(t *testing.T) {
 	}
 	if n := rtmp.ConnectionCount() - 1; n != 0 { // 1: Start's own, to see nginx listening
 		t.Errorf("%d RTMP connections from an ffmpeg that got no audio:\n%s", n, rtmp.ErrorLog())
+	}
+	// Stopping an ffmpeg that was given nothing is no error of ffmpeg's.
+	pub.waitLine(t, id, "session ended")
+	pub.waitLine(t, gone, "session ended")
+	pub.ended.mu.Lock()
+	defer pub.ended.mu.Unlock()
+	for _, l := range append(pub.ended.lines[id], pub.ended.lines[gone]...) {
+		if strings.Contains(l, "level=warning") || strings.Contains(l, "level=error") {
+			t.Errorf("logged: %s", l)
+		}
 	}
 }
 

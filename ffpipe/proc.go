@@ -70,6 +70,7 @@ type Proc struct {
 	// primaryFailed: ffmpeg reported a failure of the primary output
 	primaryFailed bool
 	exited        bool // the process has exited: its PID must not be signalled
+	discarded     bool // given no input and ended on purpose (Discard)
 }
 
 // Start launches ffmpeg for cfg. It returns an error only if the process
@@ -189,7 +190,7 @@ func (p *Proc) wait(readers *sync.WaitGroup) {
 
 	p.mu.Lock()
 	state := p.cmd.ProcessState
-	clean := waitErr == nil || (p.stopping && state != nil && state.ExitCode() == 255) || p.detached
+	clean := waitErr == nil || (p.stopping && state != nil && state.ExitCode() == 255) || p.detached || p.discarded
 	if !clean {
 		p.err = &ExitError{State: state, Tail: append([]string(nil), p.tail...)}
 	}
@@ -232,7 +233,7 @@ func (p *Proc) readStderr(r io.ReadCloser) {
 			continue
 		}
 		p.mu.Lock()
-		quiet := p.outs.line(raw, p.redact.Line) || (len(p.outs.urls) > 0 && p.isReady() && restreamWords(raw) && !primaryFailure(raw))
+		quiet := p.outs.line(raw, p.redact.Line) || (len(p.outs.urls) > 0 && p.isReady() && restreamWords(raw) && !primaryFailure(raw)) || p.discarded
 		if primaryFailure(raw) {
 			p.primaryFailed = true
 		}
@@ -411,6 +412,14 @@ func (p *Proc) Stop(flushGrace time.Duration) error {
 	p.Kill()
 	<-p.done
 	return p.Err()
+}
+
+// Discard marks an ffmpeg that was given no input and is being ended on
+// purpose: its complaint about an empty input and its exit are no errors.
+func (p *Proc) Discard() {
+	p.mu.Lock()
+	p.discarded = true
+	p.mu.Unlock()
 }
 
 // Kill sends SIGKILL to ffmpeg's process group. Done is closed soon after.

@@ -19,6 +19,9 @@ const endFlush = 10 * time.Second
 // never went live and was told why (Err) is not retried: its client was
 // told, and a publish behind its back would surprise. Must hold wsem.
 func (s *Session) finish() {
+	if s.awaitingAudio() {
+		s.cur.proc.Discard() // started before any audio, and none came
+	}
 	if units := s.scan.flush(); len(units) > 0 {
 		for _, u := range units {
 			s.slog.append(u)

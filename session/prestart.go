@@ -2,8 +2,18 @@ package session
 
 import (
 	"context"
+	"fmt"
 	"time"
+
+	"ffmpeg-publisher/ffpipe"
 )
+
+// prestartBudget bounds the streams whose prestarted ffmpeg waits for its
+// first audio: connections that send nothing must not hold ffmpegs and
+// -max-sessions slots. A client's first frame follows its connection by
+// about one frame, so few wait at once; past the budget a stream starts
+// at its first audio, as without -prestart.
+const prestartBudget = 16
 
 // A connection (a WebSocket, a streaming upload) fixes its stream's format
 // before its first byte, so the stream's ffmpeg can start then: exec and
@@ -19,7 +29,7 @@ import (
 // its error is the approval's or the registry's refusal, which the first
 // write would have met too.
 func (p *Publisher) Prestart(ctx context.Context) error {
-	if !p.r.cfg.Prestart {
+	if !p.r.cfg.Prestart || p.r.waiting.Load() >= prestartBudget {
 		return nil
 	}
 	p.mu.Lock()
@@ -60,9 +70,23 @@ func (s *Session) prestart() {
 		return // logged; the first write tries again and reports it
 	}
 	s.early, s.earlyAt = s.cur.proc, time.Now()
+	s.setWaiting(s.early)
+}
+
+// setWaiting notes under mu whether a prestarted ffmpeg waits for audio,
+// and keeps the registry's count of such sessions.
+func (s *Session) setWaiting(p *ffpipe.Proc) {
 	s.mu.Lock()
-	s.waiting = s.early
+	was := s.waiting
+	s.waiting = p
 	s.mu.Unlock()
+	if s.waitingCount != nil && (was == nil) != (p == nil) {
+		if p != nil {
+			s.waitingCount.Add(1)
+		} else {
+			s.waitingCount.Add(-1)
+		}
+	}
 }
 
 // argsFixed tells whether ffmpeg's arguments are known before the first
@@ -84,14 +108,14 @@ func (s *Session) awaitingAudio() bool {
 func (s *Session) gotAudio() {
 	if s.early != nil {
 		s.early = nil
-		s.mu.Lock()
-		s.waiting = nil
-		s.mu.Unlock()
+		s.setWaiting(nil)
 	}
 }
 
-// checkPrestart stops a prestarted ffmpeg that got no audio within
-// PrestartWait; the stream's first audio starts another.
+// checkPrestart ends a stream whose prestarted ffmpeg got no audio within
+// PrestartWait: its slot of -max-sessions and of the prestart budget goes
+// back, and the connection's first audio, if it ever comes, starts the
+// stream anew.
 func (s *Session) checkPrestart(now time.Time) {
 	select {
 	case s.wsem <- struct{}{}:
@@ -102,17 +126,8 @@ func (s *Session) checkPrestart(now time.Time) {
 	if !s.awaitingAudio() || s.ending() || now.Sub(s.earlyAt) < s.cfg.PrestartWait {
 		return
 	}
-	p := s.early
-	s.early = nil
-	s.log.WithField("pid", p.Pid()).Infof("no audio within %s of the connection: stopping the ffmpeg started for it", s.cfg.PrestartWait)
-	s.closeAttempt(now)
-	s.mu.Lock()
-	if s.running == p {
-		s.running = nil
-	}
-	s.ffstate = "exited"
-	s.waiting = nil
-	s.mu.Unlock()
+	s.log.WithField("pid", s.early.Pid()).Infof("no audio within %s of the connection: the ffmpeg started for it is stopped", s.cfg.PrestartWait)
+	s.requestEnd(CauseIdle, fmt.Sprintf("no audio within %s of the connection", s.cfg.PrestartWait))
 }
 
 // unfed tells whether no audio was ever written to the session: a

@@ -3,6 +3,7 @@ package session
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"strconv"
 	"testing"
@@ -62,6 +63,11 @@ func TestPrestartWaitStopsTheIdleFFmpeg(t *testing.T) {
 	})
 	pub, pid := prestarted(t, r, "abc")
 	waitFor(t, "the prestarted ffmpeg to be reaped", func() bool { return reaped(pid) })
+	// Its stream ended with it: a silent connection holds no slot.
+	waitFor(t, "the stream to end", func() bool { _, ok := r.Info("abc"); return !ok && r.Len() == 0 })
+	if n := r.waiting.Load(); n != 0 {
+		t.Errorf("%d streams counted as waiting for audio, want 0", n)
+	}
 	a := frames(hdrV2Mono, 20, 1)
 	if _, err := pub.Write(context.Background(), a); err != nil {
 		t.Fatal(err)
@@ -103,5 +109,43 @@ func TestPrestartedFFmpegWaitingIsNoStart(t *testing.T) {
 		t.Error("still waiting after its first audio")
 	}
 	pub.Detach(true)
+	closeRegistry(t, r)
+}
+
+// Past prestartBudget silent connections, a connection gets no ffmpeg
+// before its audio: they cannot hold ffmpegs and -max-sessions slots.
+func TestPrestartBudget(t *testing.T) {
+	r, _ := newTestRegistry(t, fakeffmpeg.Normal, func(c *Config) { c.Prestart = true })
+	var pubs []*Publisher
+	for i := 0; i <= prestartBudget; i++ {
+		pub, err := r.Attach(fmt.Sprintf("s%d", i), Source{Transport: "websocket"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pub.Prestart(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		pubs = append(pubs, pub)
+	}
+	if n := r.Len(); n != prestartBudget {
+		t.Errorf("%d streams started for %d silent connections, want %d", n, len(pubs), prestartBudget)
+	}
+	last := pubs[len(pubs)-1]
+	if _, ok := r.Info(last.id); ok {
+		t.Errorf("the connection past the budget got a stream before its audio")
+	}
+	// Audio frees a place in the budget; the next silent connection gets one.
+	if _, err := pubs[0].Write(context.Background(), frames(hdrV2Mono, 4, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := last.Prestart(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := r.Info(last.id); !ok {
+		t.Errorf("no stream before its audio once the budget had room")
+	}
+	for _, p := range pubs {
+		p.Detach(true)
+	}
 	closeRegistry(t, r)
 }

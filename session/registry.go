@@ -36,6 +36,8 @@ type Registry struct {
 	wg       sync.WaitGroup
 	draining atomic.Bool
 	ended    endedSeqs // numbering of streams ended by their clients
+	// waiting: sessions whose prestarted ffmpeg waits for its first audio
+	waiting atomic.Int32
 }
 
 // NewRegistry returns an empty registry.
@@ -273,6 +275,7 @@ func (r *Registry) acquire(id string, pub *Publisher, src *Source) (*Session, er
 		}
 	}
 	s := newSession(id, src.Overrides.apply(cfg), r.log, &r.draining)
+	s.waitingCount = &r.waiting
 	src.Overrides, src.Approved = nil, false
 	r.sessions[id] = s
 	r.ended.forget(id)

@@ -69,8 +69,10 @@ type Session struct {
 	// (see prestart.go); earlyAt: when.
 	early   *ffpipe.Proc
 	earlyAt time.Time
-	// waiting: early, under mu, for admission control (see Loads)
-	waiting *ffpipe.Proc
+	// waiting: early, under mu, for admission control (see Loads);
+	// waitingCount: the registry's count of such sessions (see Prestart)
+	waiting      *ffpipe.Proc
+	waitingCount *atomic.Int32
 
 	endReq    chan struct{} // closed by requestEnd
 	live      chan struct{} // closed when an ffmpeg of the session first publishes
@@ -260,6 +262,7 @@ func (s *Session) run(remove func()) {
 
 	s.wsem <- struct{}{} // wait for the writer in progress, keep others out
 	s.finish()
+	s.setWaiting(nil)
 	s.mu.Lock()
 	s.state = StateEnded
 	if s.ffstate != "not started" {
