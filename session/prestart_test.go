@@ -149,3 +149,29 @@ func TestPrestartBudget(t *testing.T) {
 	}
 	closeRegistry(t, r)
 }
+
+// A write that meets its stream just asked to end (PrestartWait ran out,
+// an idle end, end=1) goes to the stream's successor; it is not refused
+// as a shutdown.
+func TestWriteRightAfterAnEndStartsTheNextStream(t *testing.T) {
+	r, _ := newTestRegistry(t, fakeffmpeg.Normal, func(c *Config) { c.Prestart = true })
+	for i := 0; i < 10; i++ {
+		id := fmt.Sprintf("e%d", i)
+		pub, _ := prestarted(t, r, id)
+		r.mu.Lock()
+		s := r.sessions[id]
+		r.mu.Unlock()
+		s.requestEnd(CauseIdle, "no audio within the test's wait")
+		if _, err := pub.Write(context.Background(), frames(hdrV2Mono, 4, 1)); err != nil {
+			t.Fatalf("write right after the end: %v", err)
+		}
+		r.mu.Lock()
+		next := r.sessions[id]
+		r.mu.Unlock()
+		if next == nil || next == s {
+			t.Fatalf("the write went to no new stream")
+		}
+		pub.Detach(true)
+	}
+	closeRegistry(t, r)
+}

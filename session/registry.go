@@ -168,6 +168,9 @@ func (r *Registry) WriteSeq(ctx context.Context, id string, src Source, c SeqChu
 			return res, why // revoked: not a reason to start the stream again
 		}
 		if err == errEnded && attempt < 2 {
+			if err := s.awaitRemoved(ctx); err != nil {
+				return res, err
+			}
 			continue
 		}
 		if err == errEnded {
@@ -219,6 +222,9 @@ func (r *Registry) writeTo(ctx context.Context, id string, src *Source, p []byte
 			return res, s, why // revoked: not a reason to start the stream again
 		}
 		if err == errEnded && attempt < 2 {
+			if err := s.awaitRemoved(ctx); err != nil {
+				return res, s, err
+			}
 			continue
 		}
 		if err == errEnded {

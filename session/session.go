@@ -75,6 +75,7 @@ type Session struct {
 	waitingCount *atomic.Int32
 
 	endReq    chan struct{} // closed by requestEnd
+	removed   chan struct{} // closed once the registry no longer gives it out
 	live      chan struct{} // closed when an ffmpeg of the session first publishes
 	done      chan struct{} // closed when ended
 	abort     chan struct{} // closed by kill: no more tries to deliver the log
@@ -128,6 +129,7 @@ func newSession(id string, cfg Config, log *logrus.Entry, draining *atomic.Bool)
 		started:  time.Now(),
 		wsem:     make(chan struct{}, 1),
 		endReq:   make(chan struct{}),
+		removed:  make(chan struct{}),
 		live:     make(chan struct{}),
 		done:     make(chan struct{}),
 		abort:    make(chan struct{}),
@@ -208,6 +210,18 @@ func (s *Session) ending() bool { return isClosed(s.endReq) }
 // Err is why the stream cannot go live: its ffmpeg failed and no ffmpeg of
 // the session has published yet. Once a stream was live, failures are
 // restarts, not errors (see Info's LastError).
+// awaitRemoved waits until the registry no longer gives s out: a session
+// asked to end is still there for a moment, and acquire would hand it out
+// again instead of its successor.
+func (s *Session) awaitRemoved(ctx context.Context) error {
+	select {
+	case <-s.removed:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 func (s *Session) Err() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -259,6 +273,7 @@ func (s *Session) run(remove func()) {
 	s.state = StateEnding
 	s.mu.Unlock()
 	remove()
+	close(s.removed)
 
 	s.wsem <- struct{}{} // wait for the writer in progress, keep others out
 	s.finish()
