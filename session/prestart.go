@@ -32,6 +32,29 @@ func (p *Publisher) Prestart(ctx context.Context) error {
 	if !p.r.cfg.Prestart || p.r.waiting.Load() >= prestartBudget {
 		return nil
 	}
+	s, err := p.open(ctx)
+	if err != nil {
+		return err
+	}
+	s.prestart()
+	return nil
+}
+
+// Reserve takes the stream's place before its first audio, refused as a
+// new stream would be (admission, -max-sessions, on_publish), and
+// prestarts its ffmpeg where Prestart would: for a connection that must
+// hear a refusal before it is answered (a WHIP offer). A connection that
+// leaves before its audio ends the stream (Detach).
+func (p *Publisher) Reserve(ctx context.Context) error {
+	if p.r.cfg.Prestart && p.r.waiting.Load() < prestartBudget {
+		return p.Prestart(ctx)
+	}
+	_, err := p.open(ctx)
+	return err
+}
+
+// open returns p's stream, starting it if it is new.
+func (p *Publisher) open(ctx context.Context) (*Session, error) {
 	p.mu.Lock()
 	src := p.src
 	p.mu.Unlock()
@@ -47,11 +70,7 @@ func (p *Publisher) Prestart(ctx context.Context) error {
 		p.last = s
 	}
 	p.mu.Unlock()
-	if err != nil {
-		return err
-	}
-	s.prestart()
-	return nil
+	return s, err
 }
 
 // prestart starts the session's first ffmpeg before any audio, if its
@@ -136,5 +155,5 @@ func (s *Session) checkPrestart(now time.Time) {
 func (s *Session) unfed() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.bytes == 0 && s.pid != 0
+	return s.bytes == 0
 }

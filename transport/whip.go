@@ -102,6 +102,13 @@ func (s *Server) handleWHIP(w http.ResponseWriter, r *http.Request) error {
 	if c.pub, err = s.reg.Attach(id, src); err != nil {
 		return err
 	}
+	// The stream's place is taken before the answer: a refusal (capacity,
+	// admission's limit on starts, another format) is this reply's, not a
+	// dropped peer's after a 201.
+	if err := c.pub.Reserve(r.Context()); err != nil {
+		c.pub.Detach(false)
+		return err
+	}
 	if !s.trackConn() {
 		c.pub.Detach(false)
 		return session.ErrShuttingDown
@@ -196,11 +203,13 @@ type whipConn struct {
 
 	deleteOnce sync.Once
 	deleted    chan struct{} // closed by DELETE
+	heard      atomic.Int64  // when the peer last delivered audio, in Unix ns
 }
 
 // deliver writes a peer's packets to the stream, waiting while its
 // buffer is full (the peer's reader waits; pion drops what piles up).
 func (c *whipConn) deliver(pkts [][]byte) error {
+	c.heard.Store(time.Now().UnixNano())
 	c.buf = c.buf[:0]
 	for _, p := range pkts {
 		c.buf = session.AppendOpus(c.buf, p)
@@ -217,17 +226,37 @@ func (c *whipConn) run() {
 	defer c.s.conns.Done()
 	peer := c.peer.Load()
 	end, why := false, "the peer closed"
-	select {
-	case <-peer.Ended():
-		if err := peer.Err(); err != nil {
-			end, why = true, err.Error()
+	// A peer whose ICE stays up but that sends no audio (only keepalives,
+	// video, empty packets) lets go of its ID as a silent WebSocket does.
+	quiet := c.s.cfg.WSReadTimeout
+	c.heard.Store(time.Now().UnixNano())
+	check := time.NewTimer(quiet)
+	defer check.Stop()
+wait:
+	for {
+		select {
+		case <-peer.Ended():
+			if err := peer.Err(); err != nil {
+				end, why = true, err.Error()
+			}
+			break wait
+		case <-c.deleted:
+			end, why = true, "DELETE"
+			break wait
+		case <-c.pub.Kicked():
+			why = c.pub.KickReason().Error()
+			break wait
+		case <-c.s.shutdown:
+			why = "the server is shutting down"
+			break wait
+		case now := <-check.C:
+			if left := quiet - now.Sub(time.Unix(0, c.heard.Load())); left > 0 {
+				check.Reset(left)
+				continue
+			}
+			why = "no audio for " + quiet.String()
+			break wait
 		}
-	case <-c.deleted:
-		end, why = true, "DELETE"
-	case <-c.pub.Kicked():
-		why = c.pub.KickReason().Error()
-	case <-c.s.shutdown:
-		why = "the server is shutting down"
 	}
 	// The reader hands on what it held; a write waiting for a full
 	// buffer gives up after flushGrace.

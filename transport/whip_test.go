@@ -18,7 +18,7 @@ import (
 
 // whipServer is the real handlers with WHIP on a loopback port and the
 // fake ffmpeg.
-func whipServer(t *testing.T) *testServer {
+func whipServer(t *testing.T, mods ...func(*Config, *session.Config)) *testServer {
 	t.Helper()
 	udp, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
@@ -28,7 +28,12 @@ func whipServer(t *testing.T) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := newServer(t, "", func(c *Config, _ *session.Config) { c.WHIP = host })
+	ts := newServer(t, "", func(c *Config, sc *session.Config) {
+		c.WHIP = host
+		for _, m := range mods {
+			m(c, sc)
+		}
+	})
 	t.Cleanup(host.Close) // after the server's shutdown (cleanups run last first)
 	return ts
 }
@@ -208,5 +213,61 @@ func TestWHIPOfferWithVideo(t *testing.T) {
 	req, _ := http.NewRequest("DELETE", loc, nil)
 	if resp, err := http.DefaultClient.Do(req); err == nil {
 		resp.Body.Close()
+	}
+}
+
+// An offer for a new stream past -max-sessions is refused with the 503 of
+// its reply, not answered 201 and dropped at its first audio: the place is
+// taken before the answer, and given back when the peer leaves silent.
+func TestWHIPOfferPastCapacity(t *testing.T) {
+	ts := whipServer(t, func(_ *Config, s *session.Config) { s.MaxSessions = 1 })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	first, err := whipclient.Publish(ctx, ts.URL+"/whip/first", "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = whipclient.Publish(ctx, ts.URL+"/whip/second", "k")
+	if re := (*whipclient.RefusedError)(nil); !errors.As(err, &re) || re.Status != 503 {
+		t.Errorf("an offer past capacity: %v, want 503", err)
+	}
+	if code, err := first.Delete(ctx, ""); err != nil || code != 200 {
+		t.Fatalf("DELETE: %d %v", code, err)
+	}
+	first.Close()
+	for ts.reg.Len() > 0 {
+		time.Sleep(20 * time.Millisecond)
+		if ctx.Err() != nil {
+			t.Fatal("the silent stream kept its place")
+		}
+	}
+	second, err := whipclient.Publish(ctx, ts.URL+"/whip/second", "k")
+	if err != nil {
+		t.Fatalf("an offer once there was room: %v", err)
+	}
+	second.Close()
+}
+
+// A peer that keeps ICE up and sends no audio lets go of its ID after the
+// read timeout, as a silent WebSocket does: the next offer is answered.
+func TestWHIPSilentPeerLetsGo(t *testing.T) {
+	ts := whipServer(t, func(c *Config, _ *session.Config) { c.WSReadTimeout = time.Second })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	silent, err := whipclient.Publish(ctx, ts.URL+"/whip/quiet", "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	for {
+		next, err := whipclient.Publish(ctx, ts.URL+"/whip/quiet", "k")
+		if err == nil {
+			next.Close()
+			return
+		}
+		if re := (*whipclient.RefusedError)(nil); !errors.As(err, &re) || re.Status != 409 || ctx.Err() != nil {
+			t.Fatalf("the next offer: %v, want 409 and then an answer", err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
