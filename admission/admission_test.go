@@ -188,3 +188,22 @@ func TestRunLooks(t *testing.T) {
 		t.Error("the probe's load was not observed")
 	}
 }
+
+// One lagging stream never saturates the server alone, however few run.
+func TestOneLaggingStreamIsNotTheMachine(t *testing.T) {
+	pub := func(held time.Duration) session.StreamLoad {
+		return session.StreamLoad{State: session.StateLive, FFmpeg: "publishing", Held: held}
+	}
+	for _, c := range []struct {
+		streams []session.StreamLoad
+		want    time.Duration
+	}{
+		{[]session.StreamLoad{pub(5 * time.Second)}, 0},
+		{[]session.StreamLoad{pub(5 * time.Second), pub(100 * time.Millisecond)}, 100 * time.Millisecond},
+		{[]session.StreamLoad{pub(5 * time.Second), pub(4 * time.Second), pub(0)}, 4 * time.Second},
+	} {
+		if got := FromStreams(c.streams).Lag; got != c.want {
+			t.Errorf("%d streams: lag %s, want %s", len(c.streams), got, c.want)
+		}
+	}
+}

@@ -57,10 +57,12 @@ func FromStreams(streams []session.StreamLoad) Load {
 			}
 		}
 	}
-	if l.Streams = len(lags); l.Streams > 0 {
+	// Never the slowest stream alone: one client's burst or one slow RTMP
+	// server must not close the machine to new streams.
+	if l.Streams = len(lags); l.Streams >= 2 {
 		slices.Sort(lags)
 		i := int(float64(len(lags))*lagQuantile+0.999999) - 1 // nearest rank
-		l.Lag = lags[max(0, i)]
+		l.Lag = lags[min(max(0, i), len(lags)-2)]
 	}
 	return l
 }

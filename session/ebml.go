@@ -349,7 +349,8 @@ func parseBlock(p []byte) (webmBlock, error) {
 
 // opusDuration is the audio of one Opus packet from its TOC byte (RFC 6716
 // §3.1): the configuration gives the frame size, the code the frame count.
-// An empty or cut packet carries nothing.
+// An empty or cut packet carries nothing, nor one over the 120 ms a packet
+// may hold: counted, it would stretch the timeline and the lag it shows.
 func opusDuration(pkt []byte) time.Duration {
 	if len(pkt) == 0 {
 		return 0
@@ -373,5 +374,11 @@ func opusDuration(pkt []byte) time.Duration {
 	if len(pkt) < 2 {
 		return 0
 	}
-	return time.Duration(pkt[1]&0x3F) * frame
+	if d := time.Duration(pkt[1]&0x3F) * frame; d <= maxOpusAudio {
+		return d
+	}
+	return 0
 }
+
+// maxOpusAudio is the most audio one Opus packet may carry (RFC 6716 §3.2.5).
+const maxOpusAudio = 120 * time.Millisecond

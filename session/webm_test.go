@@ -225,6 +225,7 @@ func TestOpusDuration(t *testing.T) {
 		{opusPacket(12, 0, 0), 10 * ms}, {opusPacket(13, 2, 0), 40 * ms},
 		{opusPacket(16, 0, 0), 2500 * time.Microsecond}, {opusPacket(19, 0, 0), 20 * ms}, {opusPacket(31, 3, 6), 120 * ms},
 		{opusPacket(17, 3, 0), 0}, {[]byte{31<<3 | 3}, 0}, {nil, 0},
+		{opusPacket(3, 3, 63), 0}, {opusPacket(31, 3, 7), 0}, // over 120 ms: invalid
 	} {
 		if got := opusDuration(c.pkt); got != c.want {
 			t.Errorf("TOC %08b: %v, want %v", c.pkt[:min(1, len(c.pkt))], got, c.want)

@@ -170,5 +170,8 @@ func opusSamples(pkt []byte) int {
 	if len(pkt) < 2 {
 		return 0
 	}
-	return int(pkt[1]&0x3F) * frame
+	if n := int(pkt[1]&0x3F) * frame; n <= 5760 {
+		return n
+	}
+	return 0 // over the 120 ms a packet may carry (RFC 6716 §3.2.5)
 }

@@ -117,3 +117,21 @@ func TestStatsLossAndJitter(t *testing.T) {
 		t.Errorf("%+v: want 4 received, 1 lost, no jitter", s.Stats)
 	}
 }
+
+// A packet's samples come from its TOC byte; one claiming more than the
+// 120 ms a packet may carry counts as none, so it cannot stretch the
+// timeline.
+func TestOpusSamples(t *testing.T) {
+	for _, c := range []struct {
+		pkt  []byte
+		want int
+	}{
+		{[]byte{31 << 3}, 960}, {[]byte{31<<3 | 1}, 1920}, {[]byte{3 << 3}, 2880},
+		{[]byte{31<<3 | 3, 6}, 5760}, {[]byte{31<<3 | 3, 7}, 0}, {[]byte{3<<3 | 3, 63}, 0},
+		{[]byte{31<<3 | 3}, 0}, {nil, 0},
+	} {
+		if got := opusSamples(c.pkt); got != c.want {
+			t.Errorf("% x: %d samples, want %d", c.pkt, got, c.want)
+		}
+	}
+}
