@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -196,5 +197,23 @@ func TestSaturatedInstanceBehindHAProxy(t *testing.T) {
 	if counts[keep] != 1 {
 		c.explain(keep)
 		t.Errorf("%s: %d publish sessions, want 1", keep, counts[keep])
+	}
+}
+
+// /readyz puts a broken ffmpeg before saturation: saturation is a 404 under
+// ?sticky=1 (keep the IDs here), which must not hide an instance that
+// cannot publish anything.
+func TestReadinessPutsFFmpegFirst(t *testing.T) {
+	broken := fmt.Errorf("ffmpeg cannot run")
+	saturated := func() error { return &admission.Saturated{Reason: admission.ReasonCPU} }
+	if err := readiness(func() error { return broken }, saturated)(); err != broken {
+		t.Errorf("broken and saturated: %v, want ffmpeg's error", err)
+	}
+	var sat *admission.Saturated
+	if err := readiness(func() error { return nil }, saturated)(); !errors.As(err, &sat) {
+		t.Errorf("saturated: %v", err)
+	}
+	if err := readiness(func() error { return nil }, func() error { return nil })(); err != nil {
+		t.Errorf("ready: %v", err)
 	}
 }

@@ -433,7 +433,7 @@ func serveUntil(ctx, hurry context.Context, cfg Config, ln net.Listener, log *lo
 		AdminKey:       cfg.AdminKey,
 		RateRequests:   cfg.RateRequests,
 		RateSessions:   cfg.RateSessions,
-		Ready:          func() error { return errors.Join(adm.Check(), ready.check()) },
+		Ready:          readiness(ready.check, adm.Check),
 		Admission:      adm.Status,
 		Metrics:        mets.Handler(),
 		Observer:       mets,
