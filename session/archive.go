@@ -45,6 +45,17 @@ func createRecording(path string) archiveState {
 	return a
 }
 
+// removeEmptyRecording removes the recording created for an ffmpeg that was
+// given nothing: a silent connection must not leave an empty file behind.
+func (s *Session) removeEmptyRecording() {
+	s.mu.Lock()
+	path := s.archive.path
+	s.mu.Unlock()
+	if fi, err := os.Stat(path); path != "" && err == nil && fi.Size() == 0 {
+		os.Remove(path)
+	}
+}
+
 // checkRecording updates the archive's size and error from the disk and
 // from p's words. Call without mu.
 func (s *Session) checkRecording(p *ffpipe.Proc) {

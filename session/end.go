@@ -21,6 +21,7 @@ const endFlush = 10 * time.Second
 func (s *Session) finish() {
 	if s.awaitingAudio() {
 		s.cur.proc.Discard() // started before any audio, and none came
+		defer s.removeEmptyRecording()
 	}
 	if units := s.scan.flush(); len(units) > 0 {
 		for _, u := range units {

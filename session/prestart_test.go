@@ -175,3 +175,20 @@ func TestWriteRightAfterAnEndStartsTheNextStream(t *testing.T) {
 	}
 	closeRegistry(t, r)
 }
+
+// A prestarted ffmpeg that never got audio leaves no empty recording.
+func TestPrestartedSilentStreamLeavesNoRecording(t *testing.T) {
+	records := t.TempDir()
+	r, _ := newTestRegistry(t, fakeffmpeg.Normal, func(c *Config) { c.Prestart = true; c.RecordDir = records })
+	pub, pid := prestarted(t, r, "abc")
+	if files, _ := os.ReadDir(records); len(files) != 1 {
+		t.Fatalf("%d files in the record directory at the start, want its recording", len(files))
+	}
+	pub.Detach(false) // left before its first audio
+	waitFor(t, "the prestarted ffmpeg to be reaped", func() bool { return reaped(pid) })
+	waitFor(t, "the stream to end", func() bool { return r.Len() == 0 })
+	closeRegistry(t, r)
+	if files, _ := os.ReadDir(records); len(files) != 0 {
+		t.Errorf("left behind: %v", files)
+	}
+}
