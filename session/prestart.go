@@ -142,7 +142,16 @@ func (s *Session) checkPrestart(now time.Time) {
 		return // a writer is in: audio is coming
 	}
 	defer func() { <-s.wsem }()
-	if !s.awaitingAudio() || s.ending() || now.Sub(s.earlyAt) < s.cfg.PrestartWait {
+	if s.early == nil || s.ending() {
+		return
+	}
+	if !s.awaitingAudio() || isClosed(s.early.Done()) {
+		// It exited before any audio: end the stream as the wait would,
+		// rather than hold its place in the budget until the idle timeout.
+		s.requestEnd(CauseIdle, "the ffmpeg started before the audio exited")
+		return
+	}
+	if now.Sub(s.earlyAt) < s.cfg.PrestartWait {
 		return
 	}
 	s.log.WithField("pid", s.early.Pid()).Infof("no audio within %s of the connection: the ffmpeg started for it is stopped", s.cfg.PrestartWait)

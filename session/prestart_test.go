@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -191,4 +192,15 @@ func TestPrestartedSilentStreamLeavesNoRecording(t *testing.T) {
 	if files, _ := os.ReadDir(records); len(files) != 0 {
 		t.Errorf("left behind: %v", files)
 	}
+}
+
+// A prestarted ffmpeg that dies before any audio ends its stream at the
+// next check, giving its place in the prestart budget back.
+func TestPrestartedFFmpegDyingEndsTheSilentStream(t *testing.T) {
+	r, _ := newTestRegistry(t, fakeffmpeg.Normal, func(c *Config) { c.Prestart = true })
+	pub, pid := prestarted(t, r, "abc")
+	syscall.Kill(pid, syscall.SIGKILL)
+	waitFor(t, "the stream to end", func() bool { return r.Len() == 0 && r.waiting.Load() == 0 })
+	pub.Detach(true)
+	closeRegistry(t, r)
 }
