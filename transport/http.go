@@ -341,7 +341,7 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error, extra m
 	case errors.As(err, &sat):
 		w.Header().Set("Retry-After", strconv.Itoa(retrySeconds(sat.RetryAfter)))
 	}
-	l := s.log.WithFields(logrus.Fields{"path": r.URL.Path, "remote": r.RemoteAddr, "status": code})
+	l := s.log.WithFields(logrus.Fields{"path": logPath(r.URL.Path), "remote": r.RemoteAddr, "status": code})
 	if id := requestID(r); id != "" && session.ValidID(id) {
 		l = l.WithField("id", id)
 	}
@@ -598,6 +598,17 @@ func (r *statusRecorder) WriteHeader(code int) {
 // connection.
 func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
+// logPath is a request's path as logged: a WHIP session's URL is the
+// credential that ends its stream, so its last part is left out.
+func logPath(p string) string {
+	if rest, ok := strings.CutPrefix(p, "/whip/"); ok {
+		if i := strings.IndexByte(rest, '/'); i >= 0 {
+			return "/whip/" + rest[:i] + "/…"
+		}
+	}
+	return p
+}
+
 // accessLog writes one line per request. The query string is never
 // logged: it carries the key.
 func (s *Server) accessLog(next http.Handler) http.Handler {
@@ -618,7 +629,7 @@ func (s *Server) accessLog(next http.Handler) http.Handler {
 			return // assets, probes and the status page's polls: not worth a line each
 		}
 		s.log.WithFields(logrus.Fields{
-			"method": r.Method, "path": r.URL.Path, "status": code,
+			"method": r.Method, "path": logPath(r.URL.Path), "status": code,
 			"remote": r.RemoteAddr, "duration": time.Since(start).Round(time.Microsecond).String(),
 		}).Info("request")
 	})

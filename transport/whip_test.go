@@ -271,3 +271,16 @@ func TestWHIPSilentPeerLetsGo(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// A WHIP session's URL ends its stream: it is never logged whole.
+func TestWHIPSessionURLNotLogged(t *testing.T) {
+	for path, want := range map[string]string{
+		"/whip/room1/0123456789abcdef": "/whip/room1/…",
+		"/whip/room1":                  "/whip/room1",
+		"/live/room1":                  "/live/room1",
+	} {
+		if got := logPath(path); got != want {
+			t.Errorf("%s is logged as %s, want %s", path, got, want)
+		}
+	}
+}
