@@ -192,3 +192,29 @@ func TestSaturatedRefusesWHIPOffer(t *testing.T) {
 		t.Errorf("WHIP offer while saturated: %d Retry-After %q, want 503 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
 	}
 }
+
+// While saturated, a new stream is refused before on_publish is asked:
+// clients retrying on 503 do not turn into a storm of hook calls.
+func TestSaturatedAsksNoHook(t *testing.T) {
+	load := &fakeLoad{l: admission.Load{CPU: 90}}
+	ctrl := admission.New(load.probe, admission.Thresholds{CPU: 50}, nil)
+	ctrl.Look()
+	hook := &countingHook{calls: map[string]int{}}
+	ts := newServer(t, fakeffmpeg.Normal, func(c *Config, s *session.Config) { s.Admission = ctrl; c.Hooks = hook })
+	for path, body := range map[string]string{
+		"/base64?key=k&id=h1": base64.StdEncoding.EncodeToString(mp3(3, 1)),
+		"/live/h2?key=k":      string(mp3(3, 1)),
+	} {
+		if r := request(t, "POST", ts.URL+path, strings.NewReader(body)); r.code != http.StatusServiceUnavailable {
+			t.Errorf("POST %s while saturated: %d, want 503", path, r.code)
+		}
+	}
+	if _, ce := readUntilClose(t, dialWS(t, ts, "key=k&id=h3", nil)); ce.Code != websocket.CloseTryAgainLater {
+		t.Errorf("WebSocket while saturated: close %d, want 1013", ce.Code)
+	}
+	for _, id := range []string{"h1", "h2", "h3"} {
+		if n := hook.count(id); n != 0 {
+			t.Errorf("on_publish asked %d times for %s while saturated", n, id)
+		}
+	}
+}

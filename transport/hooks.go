@@ -78,6 +78,9 @@ func (s *Server) admit(r *http.Request, id, transport string, format streamForma
 	if src.Approve == nil {
 		return src, nil
 	}
+	if err := s.reg.CheckNew(id); err != nil {
+		return src, err // refused anyway: the application is not asked
+	}
 	ov, err := s.cfg.Hooks.Publish(r.Context(), req)
 	src.Overrides, src.Approved = ov, err == nil
 	return src, err
