@@ -84,6 +84,8 @@ func TestRestreamOutputDown(t *testing.T) {
 	var stoppedAt, downAt, backAt, againAt time.Time
 	var stopIn <-chan time.Time
 	var leaked string
+	// nginx is stopped and started beside the paced writer, one after the other.
+	stopped, restarted := make(chan struct{}), make(chan struct{})
 	wsStream(t, p, "two", audio, func(i int) {
 		info, _ := p.streamInfo(t, "two")
 		outs := info.Outputs.List()
@@ -96,7 +98,7 @@ func TestRestreamOutputDown(t *testing.T) {
 		case stoppedAt.IsZero() && stopIn != nil:
 			select {
 			case <-stopIn:
-				go restream.Stop()
+				go func() { restream.Stop(); close(stopped) }()
 				stoppedAt = time.Now()
 			default:
 			}
@@ -107,7 +109,11 @@ func TestRestreamOutputDown(t *testing.T) {
 			}
 		case !downAt.IsZero() && backAt.IsZero() && time.Since(stoppedAt) >= 5*time.Second:
 			backAt = time.Now()
-			go restream.Restart(t)
+			go func() {
+				defer close(restarted)
+				<-stopped
+				restream.Restart(t)
+			}()
 		case !backAt.IsZero() && againAt.IsZero() && len(outs) == 2 && outs[1].State == session.OutputPublishing:
 			againAt = time.Now()
 			if outs[1].Recoveries != 1 {
@@ -115,6 +121,9 @@ func TestRestreamOutputDown(t *testing.T) {
 			}
 		}
 	})
+	if !backAt.IsZero() {
+		<-restarted
+	}
 	if leaked != "" {
 		t.Errorf("/streams shows the restream's key: %s", leaked)
 	}

@@ -178,8 +178,9 @@ func (s *Server) start(nginx string) error {
 	if err := s.cmd.Start(); err != nil {
 		return err
 	}
-	s.exited = make(chan struct{})
-	go func() { s.cmd.Wait(); close(s.exited) }()
+	cmd, exited := s.cmd, make(chan struct{})
+	s.exited = exited
+	go func() { cmd.Wait(); close(exited) }() // not s's fields: Restart replaces them
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		select {
 		case <-s.exited:
