@@ -16,6 +16,7 @@ import (
 type reorder struct {
 	depth   int
 	started bool
+	ssrc    uint32 // the sender's: a new one counts afresh
 	next    uint16 // the sequence number passed on next
 	held    map[uint16]*rtp.Packet
 	late    int64 // packets dropped for coming after their place was given up
@@ -36,8 +37,12 @@ func newReorder(depth int) *reorder {
 // push takes one packet and returns those now in order.
 func (r *reorder) push(p *rtp.Packet, out []*rtp.Packet) []*rtp.Packet {
 	seq := p.SequenceNumber
+	if r.started && p.SSRC != r.ssrc { // the sender restarted its stream
+		out = r.flush(out)
+		r.started = false
+	}
 	if !r.started {
-		r.started, r.next = true, seq
+		r.started, r.ssrc, r.next = true, p.SSRC, seq
 	}
 	d := int16(seq - r.next)
 	switch {

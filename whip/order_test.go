@@ -135,3 +135,37 @@ func TestOpusSamples(t *testing.T) {
 		}
 	}
 }
+
+// A new SSRC is a sender that started its stream again: its first packet is
+// passed on whatever its sequence number, never dropped as late.
+func TestReorderNewSSRC(t *testing.T) {
+	r := newReorder(2)
+	var out []*rtp.Packet
+	for _, seq := range []uint16{500, 501, 502} {
+		out = r.push(packet(seq, 0), out)
+	}
+	p := packet(450, 0) // within maxSeqJump behind: late, were it the same sender
+	p.SSRC++
+	out = r.push(p, out[:0])
+	if len(out) != 1 || out[0] != p || r.late != 0 {
+		t.Fatalf("the new sender's first packet: %d out, %d late", len(out), r.late)
+	}
+}
+
+// A new SSRC counts its losses from its own first packet: the jump between
+// two senders' sequence numbers is no loss.
+func TestStatsNewSSRC(t *testing.T) {
+	var s rtpStats
+	now := time.Now()
+	for i, seq := range []uint16{100, 101, 103} { // 102 lost
+		s.received(packet(seq, uint32(i)*960), now)
+	}
+	for i, seq := range []uint16{40000, 40001} {
+		p := packet(seq, uint32(i)*960)
+		p.SSRC++
+		s.received(p, now)
+	}
+	if s.Received != 5 || s.Lost != 1 {
+		t.Errorf("%+v: want 5 received, 1 lost", s.Stats)
+	}
+}

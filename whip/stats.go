@@ -21,6 +21,8 @@ type Stats struct {
 type rtpStats struct {
 	Stats
 	started  bool
+	ssrc     uint32
+	before   int64  // packets expected from the sender's earlier SSRCs
 	base     uint32 // extended sequence number of the first packet
 	maxSeq   uint32 // highest extended sequence number seen
 	jitter   float64
@@ -32,8 +34,12 @@ type rtpStats struct {
 func (s *rtpStats) received(p *rtp.Packet, now time.Time) {
 	s.Received++
 	seq := uint32(p.SequenceNumber)
+	if s.started && p.SSRC != s.ssrc { // a new source counts from its own first packet
+		s.before += int64(s.maxSeq - s.base + 1)
+		s.started = false
+	}
 	if !s.started {
-		s.started, s.base, s.maxSeq = true, seq, seq
+		s.started, s.ssrc, s.base, s.maxSeq = true, p.SSRC, seq, seq
 		s.lastTS, s.lastSeen = p.Timestamp, now
 		return
 	}
@@ -46,7 +52,7 @@ func (s *rtpStats) received(p *rtp.Packet, now time.Time) {
 		ext -= 0x10000
 	}
 	s.maxSeq = max(s.maxSeq, ext)
-	s.Lost = max(0, int64(s.maxSeq-s.base+1)-s.Received)
+	s.Lost = max(0, s.before+int64(s.maxSeq-s.base+1)-s.Received)
 
 	arrival := float64(now.Sub(s.lastSeen)) * opusRate / float64(time.Second)
 	d := arrival - float64(int32(p.Timestamp-s.lastTS))
