@@ -134,7 +134,9 @@ func Offer(ctx context.Context, hc *http.Client, endpoint, bearer, offer string)
 }
 
 // Impair is what the network does to the packets sent: Loss of them lost,
-// Reorder of them swapped with the next; Rand draws.
+// Reorder of them swapped with the next; Rand draws. The first packet
+// arrives first and the last always arrives, so that the receiver can know
+// of every loss.
 type Impair struct {
 	Loss, Reorder float64
 	Rand          *rand.Rand
@@ -156,11 +158,11 @@ func (c *Client) Send(ctx context.Context, pkts [][]byte, imp Impair) (dropped i
 		p := &rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 111, SequenceNumber: c.seq, Timestamp: c.ts, Marker: i == 0}, Payload: payload}
 		c.seq++
 		c.ts += 960
-		if imp.Rand != nil && imp.Rand.Float64() < imp.Loss {
+		if imp.Rand != nil && imp.Rand.Float64() < imp.Loss && i > 0 && i < len(pkts)-1 {
 			dropped++
 			continue
 		}
-		if imp.Rand != nil && swapped == nil && imp.Rand.Float64() < imp.Reorder {
+		if imp.Rand != nil && swapped == nil && imp.Rand.Float64() < imp.Reorder && i > 0 {
 			swapped = p // goes after the next one
 			continue
 		}
