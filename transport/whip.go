@@ -97,6 +97,9 @@ func (s *Server) handleWHIP(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return &bodyError{err}
 	}
+	if err := whip.CheckOffer(string(offer)); err != nil {
+		return err // before the stream's place is taken: nothing starts
+	}
 	c := &whipConn{s: s, id: id, deleted: make(chan struct{})}
 	src.Stats = c.stats
 	if c.pub, err = s.reg.Attach(id, src); err != nil {

@@ -41,7 +41,7 @@ type Peer struct {
 // Accept answers offer; the peer hands the audio it receives to deliver
 // until it ends. The answer holds every candidate (no trickle).
 func (h *Host) Accept(offer string, deliver Deliver) (*Peer, string, error) {
-	if err := checkOffer(offer); err != nil {
+	if err := CheckOffer(offer); err != nil {
 		return nil, "", err
 	}
 	pc, err := h.api.NewPeerConnection(webrtc.Configuration{})
@@ -83,8 +83,8 @@ func (p *Peer) answer(offer string, gather time.Duration) (string, error) {
 	return p.pc.LocalDescription().SDP, nil
 }
 
-// checkOffer refuses an offer that is not SDP, or sends no Opus audio.
-func checkOffer(offer string) error {
+// CheckOffer refuses an offer that is not SDP, or sends no Opus audio.
+func CheckOffer(offer string) error {
 	var sd sdp.SessionDescription
 	if err := sd.UnmarshalString(offer); err != nil {
 		return fmt.Errorf("%w: %v", ErrBadOffer, err)
