@@ -29,7 +29,7 @@ const prestartBudget = 16
 // its error is the approval's or the registry's refusal, which the first
 // write would have met too.
 func (p *Publisher) Prestart(ctx context.Context) error {
-	if !p.r.cfg.Prestart || p.r.waiting.Load() >= prestartBudget {
+	if !p.prestartAllowed() {
 		return nil
 	}
 	s, err := p.open(ctx)
@@ -46,11 +46,16 @@ func (p *Publisher) Prestart(ctx context.Context) error {
 // hear a refusal before it is answered (a WHIP offer). A connection that
 // leaves before its audio ends the stream (Detach).
 func (p *Publisher) Reserve(ctx context.Context) error {
-	if p.r.cfg.Prestart && p.r.waiting.Load() < prestartBudget {
-		return p.Prestart(ctx)
+	s, err := p.open(ctx)
+	if err == nil && p.prestartAllowed() {
+		s.prestart()
 	}
-	_, err := p.open(ctx)
 	return err
+}
+
+// prestartAllowed: -prestart is on and the budget has room.
+func (p *Publisher) prestartAllowed() bool {
+	return p.r.cfg.Prestart && p.r.waiting.Load() < prestartBudget
 }
 
 // open returns p's stream, starting it if it is new.
