@@ -84,7 +84,7 @@ function connect() {
     let msg;
     try { msg = JSON.parse(ev.data); } catch { return; }
     const d = describe(msg);
-    if (d.text) show(d.text, d.error);
+    if (d.text && !r.stopping) show(d.text, d.error); // a status sent before our close must not undo "Stopped."
     if (msg.type === 'status' && msg.seconds) $('delivered').textContent = `${Number(msg.seconds).toFixed(1)} s`;
   };
   ws.onclose = (ev) => {
