@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"sync"
 	"testing"
+	"time"
 
 	"ffmpeg-publisher/hooks"
 	"ffmpeg-publisher/internal/fakeffmpeg"
@@ -41,9 +42,10 @@ func (h *ticketHook) count(id string) int {
 // would not pass, and without counting as a new stream of the client.
 func TestHookNotAskedForARetryOfAnEndedStream(t *testing.T) {
 	hook := &ticketHook{calls: map[string]int{}}
-	ts := newServer(t, fakeffmpeg.Normal, func(c *Config, _ *session.Config) {
+	ts := newServer(t, fakeffmpeg.Normal, func(c *Config, s *session.Config) {
 		c.Hooks = hook
-		c.RateSessions = 0.001 // a burst of 5 new streams, then 429s
+		c.RateSessions = 0.001      // a burst of 5 new streams, then 429s
+		s.IdleTimeout = time.Minute // the end's record outlives a slow run of the other streams
 	})
 	var want []byte
 	postAll(t, ts, "fin", 0, 1, &want)
