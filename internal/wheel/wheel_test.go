@@ -39,6 +39,8 @@ func TestSameSlotFiresTogether(t *testing.T) {
 	a.Reset(at)
 	b.Reset(at.Add(time.Millisecond))
 	recv(t, a)
+	w.mu.Lock() // expire holds mu until it has woken every due timer
+	w.mu.Unlock()
 	select {
 	case <-b.C:
 	default:
