@@ -8,7 +8,8 @@ import (
 
 // The demo page's WebRTC (WHIP) mode in Debian's Chromium, headless, with a
 // fake microphone: the browser's own Opus for about 5 s reaches the RTMP
-// server as one AAC publish as long as what the page captured.
+// server as one AAC publish as long as what the page captured once
+// connected (WebRTC sends nothing before that, whatever the microphone hears).
 func TestBrowserWHIP(t *testing.T) {
 	t.Parallel()
 	rtmptest.Require(t, "ffmpeg", "nginx", "chromium")

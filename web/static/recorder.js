@@ -130,10 +130,12 @@ async function start() {
     url: wsURL(id, key, format, ctx.sampleRate), format };
   node.port.onmessage = (ev) => {
     if (!rec) return;
+    $('level').style.width = `${Math.round(level(ev.data) * 100)}%`;
+    // WebRTC sends nothing before it connects (no queue, unlike the WebSocket).
+    if (rec.format === 'whip' && !rec.live) return;
     rec.samples += ev.data.length;
     // Seconds captured, for people and for the browser tests.
     document.body.dataset.captured = (rec.samples / ctx.sampleRate).toFixed(3);
-    $('level').style.width = `${Math.round(level(ev.data) * 100)}%`;
     if (rec.format === 'pcm') {
       send(toS16LE(ev.data)); // 100 ms blocks: no encoder in the page
     } else if (rec.encoder) {
@@ -171,6 +173,7 @@ async function startWHIP(id, key) {
   try {
     r.whip = await publishWHIP(endpoint, key, r.stream, (state) => {
       if (rec !== r || r.stopping || !states[state]) return;
+      if (state === 'connected') r.live = true;
       if (state === 'failed') stop(states[state], true);
       else show(states[state]);
     });
