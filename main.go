@@ -59,6 +59,7 @@ type Config struct {
 	AudioCodec      string
 	IdleTimeout     time.Duration
 	MaxSessions     int
+	Takeover        bool
 	MaxBody         int64
 	MaxMessage      int64
 	BodyTimeout     time.Duration
@@ -124,6 +125,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.IntVar(&c.FFmpegNice, "ffmpeg-nice", 0, "run ffmpeg processes at this nice value under SCHED_BATCH: quicker acknowledgements on a lightly loaded machine, fewer streams at full load; 0 leaves them as they are")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", session.DefaultIdleTimeout, "end a stream after this long without data")
 	fs.IntVar(&c.MaxSessions, "max-sessions", 200, "most live streams at once; 0 means no fixed limit (admission control still refuses new streams past what the machine holds)")
+	fs.BoolVar(&c.Takeover, "takeover", true, "a new WebSocket, upload or WHIP connection for a live ID replaces the one holding it (closed with 1008 or answered 409: replaced), so a client that changed networks continues at once; false: the newcomer gets 409 until the old connection times out")
 	fs.DurationVar(&c.Admit.Lag, "admit-lag", admission.DefaultLag, "refuse new streams while the publishing streams' lag (90th percentile) reaches this; 0 turns this measure off")
 	fs.IntVar(&c.Admit.Starting, "admit-starting", admission.DefaultStarting, "refuse new streams while this many ffmpegs have not published yet; 0 turns this measure off")
 	fs.Float64Var(&c.Admit.CPU, "admit-cpu", admission.DefaultCPU, "refuse new streams while CPU pressure (PSI some avg10, percent) reaches this; 0 turns this measure off")
@@ -405,6 +407,7 @@ func serveUntil(ctx, hurry context.Context, cfg Config, ln net.Listener, log *lo
 		RecordDir:    cfg.RecordDir,
 		IdleTimeout:  cfg.IdleTimeout,
 		MaxSessions:  cfg.MaxSessions,
+		Takeover:     cfg.Takeover,
 		StallTimeout: cfg.StallTimeout,
 		GapFill:      cfg.GapFill,
 		Prestart:     cfg.Prestart,

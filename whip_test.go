@@ -2,8 +2,8 @@ package main
 
 import (
 	"context"
-	"errors"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"strconv"
 	"testing"
@@ -135,8 +135,9 @@ func TestWHIPLossAndReorder(t *testing.T) {
 	checkWHIPRecording(t, rtmp, p, id, sent)
 }
 
-// A publisher whose peer goes away (closed, no DELETE) and comes back
-// with the same ID within the idle timeout continues the stream: one
+// A publisher whose peer goes silent (a browser that lost its network: to
+// the server it is still connected) and comes back with a new offer for
+// the same ID is answered at once, and its old session is let go: one
 // publish holding both parts and the silence between them.
 func TestWHIPReconnectContinues(t *testing.T) {
 	t.Parallel()
@@ -147,24 +148,20 @@ func TestWHIPReconnectContinues(t *testing.T) {
 	part := time.Duration(len(pkts)) * 20 * time.Millisecond
 	const id = "whip-reconnect"
 	first, _ := whipSend(t, p, id, pkts, whipclient.Impair{}, part)
-	first.Close()
+	defer first.Close() // connected and silent until the end
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	var second *whipclient.Client
-	for { // until the server has seen the first peer go: 409 meanwhile
-		c, err := whipclient.Publish(ctx, p.URL+"/whip/"+id, "secret")
-		var re *whipclient.RefusedError
-		if errors.As(err, &re) && re.Status == 409 && ctx.Err() == nil {
-			time.Sleep(50 * time.Millisecond)
-			continue
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		second = c
-		break
+	second, err := whipclient.Publish(ctx, p.URL+"/whip/"+id, "secret")
+	if err != nil {
+		t.Fatalf("a new offer while the old peer still holds the ID: %v", err)
 	}
 	defer second.Close()
+	for code := 0; code != http.StatusNotFound; code, _ = first.Delete(ctx, "secret") {
+		if ctx.Err() != nil {
+			t.Fatalf("the replaced session's resource still answers DELETE with %d", code)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	if _, err := second.Send(ctx, pkts, whipclient.Impair{}); err != nil {
 		t.Fatal(err)
 	}

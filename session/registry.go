@@ -247,7 +247,7 @@ func (r *Registry) acquire(id string, pub *Publisher, src *Source) (*Session, er
 		return nil, err
 	}
 	if pub != nil && isClosed(pub.kicked) {
-		return nil, ErrKicked
+		return nil, pub.KickReason() // the operator's, the application's, or a newer connection's
 	}
 	if holder := r.claims[id]; holder != nil && holder != pub {
 		return nil, fmt.Errorf("%w (%s from %s)", ErrBusy, holder.src.Transport, holder.src.Remote)
@@ -257,8 +257,8 @@ func (r *Registry) acquire(id string, pub *Publisher, src *Source) (*Session, er
 		return nil, err
 	}
 	if s := r.sessions[id]; s != nil {
-		if was, now := inputName(s.cfg.FFmpeg), inputName(cfg.FFmpeg); src.Format != "" && was != now {
-			return nil, fmt.Errorf("%w: it is streaming %s, not %s; end it first", ErrFormat, was, now)
+		if err := formatConflict(s, *src, cfg); err != nil {
+			return nil, err
 		}
 		return s, nil
 	}
@@ -432,11 +432,50 @@ func (r *Registry) Attach(id string, src Source) (*Publisher, error) {
 		return nil, err
 	}
 	if holder := r.claims[id]; holder != nil {
-		return nil, fmt.Errorf("%w (%s from %s)", ErrBusy, holder.src.Transport, holder.src.Remote)
+		if !r.cfg.Takeover {
+			return nil, fmt.Errorf("%w (%s from %s)", ErrBusy, holder.src.Transport, holder.src.Remote)
+		}
+		if err := r.formatConflictLocked(id, src); err != nil {
+			return nil, err // the holder keeps a stream the newcomer could not continue
+		}
+		holder.why = &ReplacedError{Transport: src.Transport, Remote: src.Remote}
+		close(holder.kicked) // its writes are refused from now on: the stream goes on with p
+		r.log.WithFields(logrus.Fields{"id": id, "old": holder.src.Remote, "new": src.Remote}).Info("a new connection took over the live id")
 	}
 	p := &Publisher{r: r, id: id, src: src, kicked: make(chan struct{})}
 	r.claims[id] = p
 	return p, nil
+}
+
+// ReplacedError is what a connection is told when another took over its
+// live ID (Config.Takeover).
+type ReplacedError struct{ Transport, Remote string }
+
+func (e *ReplacedError) Error() string {
+	return fmt.Sprintf("replaced by a new connection for this live id (%s from %s)", e.Transport, e.Remote)
+}
+
+// formatConflictLocked refuses src for id's live session if src names
+// another input format (ErrFormat). Must hold mu.
+func (r *Registry) formatConflictLocked(id string, src Source) error {
+	s := r.sessions[id]
+	if s == nil || src.Format == "" {
+		return nil
+	}
+	cfg, err := r.cfg.forSource(src)
+	if err != nil {
+		return err
+	}
+	return formatConflict(s, src, cfg)
+}
+
+// formatConflict refuses src, whose ffmpeg would be cfg's, for s if it
+// names another input format (ErrFormat).
+func formatConflict(s *Session, src Source, cfg Config) error {
+	if was, now := inputName(s.cfg.FFmpeg), inputName(cfg.FFmpeg); src.Format != "" && was != now {
+		return fmt.Errorf("%w: it is streaming %s, not %s; end it first", ErrFormat, was, now)
+	}
+	return nil
 }
 
 // Write hands one piece of the stream to the session.

@@ -125,3 +125,55 @@ func TestOutsideSignalWhileDrainingEndsTheStream(t *testing.T) {
 		t.Errorf("%d ffmpeg runs for x, want 1: it was started again", n)
 	}
 }
+
+// With Takeover, a new connection for a held ID replaces the holder: the
+// holder is told why and its writes are refused, the stream goes on in the
+// same ffmpeg, and the holder's late Detach(end) leaves it alone. A
+// newcomer with another format is refused and the holder keeps the ID.
+func TestTakeoverReplacesTheHolder(t *testing.T) {
+	r, dir := newTestRegistry(t, fakeffmpeg.Normal, func(c *Config) { c.Takeover = true })
+	old, err := r.Attach("t", Source{Transport: "websocket", Remote: "192.0.2.1:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := old.Write(context.Background(), frames(hdrV2Mono, 5, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Attach("t", Source{Transport: "websocket", Remote: "192.0.2.3:3", Format: "webm"}); !errors.Is(err, ErrFormat) {
+		t.Fatalf("a newcomer with another format: %v, want ErrFormat", err)
+	}
+	select {
+	case <-old.Kicked():
+		t.Fatal("a refused newcomer replaced the holder")
+	default:
+	}
+	pub, err := r.Attach("t", Source{Transport: "whip", Remote: "192.0.2.2:2"})
+	if err != nil {
+		t.Fatalf("the newcomer: %v", err)
+	}
+	select {
+	case <-old.Kicked():
+	default:
+		t.Fatal("the holder was not told")
+	}
+	var re *ReplacedError
+	if !errors.As(old.KickReason(), &re) || re.Remote != "192.0.2.2:2" {
+		t.Fatalf("the holder's reason: %v", old.KickReason())
+	}
+	if _, err := old.Write(context.Background(), frames(hdrV2Mono, 5, 9)); !errors.As(err, &re) {
+		t.Fatalf("the holder's write after the takeover: %v, want ReplacedError", err)
+	}
+	if _, err := pub.Write(context.Background(), frames(hdrV2Mono, 5, 2)); err != nil {
+		t.Fatal(err)
+	}
+	old.Detach(true)
+	if info, ok := r.Info("t"); !ok || info.EndReason != "" {
+		t.Fatalf("the replaced holder's Detach ended the stream: %+v", info)
+	}
+	pub.Detach(true)
+	waitGone(t, r, "t")
+	closeRegistry(t, r)
+	if got := received(t, dir, "t"); len(got) != 1 || len(got[0]) != 10*144 {
+		t.Fatalf("ffmpeg runs %d, want one with both connections' audio and nothing of the refused write", len(got))
+	}
+}

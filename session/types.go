@@ -87,6 +87,10 @@ type Config struct {
 	IdleTimeout time.Duration
 	// MaxSessions caps live sessions; 0 means no cap.
 	MaxSessions int
+	// Takeover lets a new connection for a held ID replace the one holding
+	// it (a phone that changed networks reconnects before its old
+	// connection times out); false: the newcomer is refused (ErrBusy).
+	Takeover bool
 	// Admission decides whether a new stream may start (see package
 	// admission); nil admits every one.
 	Admission Admission

@@ -284,7 +284,7 @@ func status(err error) (int, string) {
 			return StatusClientClosedRequest, "the request body ended early"
 		}
 		return http.StatusBadRequest, "malformed request body: " + bde.err.Error() // e.g. bad chunked encoding
-	case errors.Is(err, session.ErrBusy), errors.Is(err, session.ErrSeqLate), errors.Is(err, session.ErrSeqConflict),
+	case errors.Is(err, session.ErrBusy), errors.As(err, new(*session.ReplacedError)), errors.Is(err, session.ErrSeqLate), errors.Is(err, session.ErrSeqConflict),
 		errors.Is(err, session.ErrFormat):
 		return http.StatusConflict, err.Error()
 	case errors.Is(err, session.ErrNotMP3), errors.Is(err, session.ErrNotWebM), errors.Is(err, session.ErrNotAAC):

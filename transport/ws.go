@@ -41,7 +41,7 @@ func closeCode(err error) int {
 		return websocket.ClosePolicyViolation // 1008: any auth failure
 	}
 	switch {
-	case errors.Is(err, errNoID), errors.Is(err, session.ErrInvalidID), errors.Is(err, session.ErrBusy), errors.Is(err, session.ErrFormat):
+	case errors.Is(err, errNoID), errors.Is(err, session.ErrInvalidID), errors.Is(err, session.ErrBusy), errors.As(err, new(*session.ReplacedError)), errors.Is(err, session.ErrFormat):
 		return websocket.ClosePolicyViolation // 1008
 	case errors.As(err, new(*rateLimited)), errors.As(err, new(*hooks.Refusal)), errors.Is(err, hooks.ErrUnavailable):
 		return websocket.CloseTryAgainLater // 1013: the hook said 429 or 503, or did not answer

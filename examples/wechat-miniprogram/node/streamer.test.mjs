@@ -142,6 +142,7 @@ test('replies and close codes: what is retried', () => {
   for (const s of [400, 403, 404, 413, 415]) assert.equal(postOutcome(s, {}), 'fail', `${s}`);
   assert.equal(closeReason(1008, 'wrong or missing key').retry, false);
   assert.equal(closeReason(1008, 'this live id already has a publisher connected').retry, true);
+  assert.equal(closeReason(1008, 'replaced by a new connection for this live id (websocket from x)').retry, false);
   assert.equal(closeReason(1006, '').retry, true);
   assert.equal(closeReason(1003, '').retry, false);
   assert.equal(backoff(0, () => 1), 500);
