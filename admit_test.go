@@ -22,7 +22,7 @@ import (
 // noAdmission turns admission control off for the servers of the other
 // end-to-end tests: the suite loads its machine past what admission
 // control allows, on purpose, and these tests are about other things.
-var noAdmission = []string{"-admit-lag", "0", "-admit-starting", "0", "-admit-cpu", "0"}
+var noAdmission = []string{"-admit-lag", "0", "-admit-starting", "0", "-admit-cpu", "0", "-admit-memory", "0"}
 
 // writePressure writes PSI text for a CPU pressure of pct.
 func writePressure(t *testing.T, path string, pct float64) {
@@ -216,4 +216,31 @@ func TestReadinessPutsFFmpegFirst(t *testing.T) {
 	if err := readiness(func() error { return nil }, func() error { return nil })(); err != nil {
 		t.Errorf("ready: %v", err)
 	}
+}
+
+// TestAdmissionFromMemory reads this machine's real memory: with
+// -admit-memory above it the server refuses new streams (503, "memory"
+// in /readyz), with 1 MiB it takes them, and /metrics shows what it read.
+func TestAdmissionFromMemory(t *testing.T) {
+	t.Parallel()
+	rtmptest.Require(t, "ffmpeg")
+	full := startPublisher(t, "rtmp://127.0.0.1:1/live", func(c *Config) { c.AdmitMemoryMiB = 1 << 30 }) // 1 PiB
+	waitHTTPStatus(t, full.URL+"/readyz", 503)
+	if body := get(t, full.URL+"/readyz"); !strings.Contains(body, `"reason":"memory"`) {
+		t.Errorf("/readyz: %s", body)
+	}
+	resp, err := full.client.Post(full.URL+"/base64?key=secret&id=refused", "text/plain", strings.NewReader("AAAA"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 503 || !strings.Contains(string(body), "its memory is nearly full") {
+		t.Errorf("new stream: %d %s, want 503 naming the memory", resp.StatusCode, body)
+	}
+	if m := get(t, full.URL+"/metrics"); !strings.Contains(m, `publisher_admission_refused_total{reason="memory"} 1`) || !strings.Contains(m, "publisher_memory_available_bytes ") {
+		t.Error("/metrics lacks the memory refusal or the memory read")
+	}
+	roomy := startPublisher(t, "rtmp://127.0.0.1:1/live", func(c *Config) { c.AdmitMemoryMiB = 1 })
+	waitHTTPStatus(t, roomy.URL+"/readyz", 200)
 }

@@ -103,6 +103,7 @@ type Config struct {
 	RecordKeep      time.Duration
 	Admit           admission.Thresholds
 	AdmitPressure   string
+	AdmitMemoryMiB  int64
 	WebRTCUDP       string
 	WebRTCTCP       string
 	WebRTCIP        string
@@ -124,11 +125,12 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.IntVar(&c.MaxStarting, "max-starting", 0, "most ffmpeg processes loading at once (others wait their turn): a herd of streams starting together no longer starves the running ones; 0: no limit")
 	fs.IntVar(&c.FFmpegNice, "ffmpeg-nice", 0, "run ffmpeg processes at this nice value under SCHED_BATCH: quicker acknowledgements on a lightly loaded machine, fewer streams at full load; 0 leaves them as they are")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", session.DefaultIdleTimeout, "end a stream after this long without data")
-	fs.IntVar(&c.MaxSessions, "max-sessions", 200, "most live streams at once; 0 means no fixed limit (admission control still refuses new streams past what the machine holds)")
+	fs.IntVar(&c.MaxSessions, "max-sessions", 0, "most live streams at once; 0: no fixed limit, admission control refuses new streams past what the machine holds (CPU, memory, lag, starts)")
 	fs.BoolVar(&c.Takeover, "takeover", true, "a new WebSocket, upload or WHIP connection for a live ID replaces the one holding it (closed with 1008 or answered 409: replaced), so a client that changed networks continues at once; false: the newcomer gets 409 until the old connection times out")
 	fs.DurationVar(&c.Admit.Lag, "admit-lag", admission.DefaultLag, "refuse new streams while the publishing streams' lag (90th percentile) reaches this; 0 turns this measure off")
 	fs.IntVar(&c.Admit.Starting, "admit-starting", admission.DefaultStarting, "refuse new streams while this many ffmpegs have not published yet; 0 turns this measure off")
 	fs.Float64Var(&c.Admit.CPU, "admit-cpu", admission.DefaultCPU, "refuse new streams while CPU pressure (PSI some avg10, percent) reaches this; 0 turns this measure off")
+	fs.Int64Var(&c.AdmitMemoryMiB, "admit-memory", admission.DefaultMemory>>20, "refuse new streams while less memory than this (MiB) is available: the kernel's MemAvailable, or the server's cgroup limit (a container, systemd's MemoryMax) less its usage if that is nearer; 0 turns this measure off")
 	fs.StringVar(&c.AdmitPressure, "admit-pressure-file", admission.DefaultPressureFile, "CPU pressure (PSI) file read for -admit-cpu: a cgroup's cpu.pressure in a container; unreadable means unknown")
 	fs.Int64Var(&c.MaxBody, "max-body", transport.DefaultMaxBody, "largest /base64 request body in bytes")
 	fs.Int64Var(&c.MaxMessage, "max-message", transport.DefaultMaxMessage, "largest WebSocket message in bytes")
@@ -210,8 +212,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 		return c, errors.New("limits must be positive")
 	case (c.TLSCert == "") != (c.TLSKey == ""):
 		return c, errors.New("-tls-cert and -tls-key go together")
-	case c.Admit.Lag < 0 || c.Admit.Starting < 0 || c.Admit.CPU < 0 || c.Admit.CPU > 100:
-		return c, errors.New("-admit-lag, -admit-starting and -admit-cpu must not be negative, -admit-cpu at most 100")
+	case c.Admit.Lag < 0 || c.Admit.Starting < 0 || c.Admit.CPU < 0 || c.Admit.CPU > 100 || c.AdmitMemoryMiB < 0 || c.AdmitMemoryMiB > 1<<40:
+		return c, errors.New("-admit-lag, -admit-starting, -admit-cpu and -admit-memory must not be negative, -admit-cpu at most 100")
 	case c.DrainDelay < 0 || c.GapFill < 0 || c.StallTimeout <= 0 || c.SeqWait <= 0:
 		return c, errors.New("-drain-delay and -gap-fill must not be negative, -stall-timeout must be positive")
 	}
@@ -386,7 +388,9 @@ func serveUntil(ctx, hurry context.Context, cfg Config, ln net.Listener, log *lo
 	launcher := ffpipe.NewLauncher(cfg.MaxStarting)
 	defer launcher.Close() // after reg.Close: every ffmpeg has ended
 	var reg *session.Registry
-	adm := admission.New(admission.Machine(func() []session.StreamLoad { return reg.Loads(nil) }, cfg.AdmitPressure), cfg.Admit, log)
+	th := cfg.Admit
+	th.Memory = cfg.AdmitMemoryMiB << 20
+	adm := admission.New(admission.Machine(func() []session.StreamLoad { return reg.Loads(nil) }, cfg.AdmitPressure, admission.SystemMemory()), th, log)
 	reg = session.NewRegistry(session.Config{
 		Admission: adm,
 		Observer:  mets,

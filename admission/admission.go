@@ -30,6 +30,9 @@ type Load struct {
 	// the last 10 s (PSI "some avg10"), in percent; negative when the
 	// kernel does not say.
 	CPU float64
+	// Memory is the bytes new streams could still use (the kernel's
+	// MemAvailable, or the cgroup's limit if nearer); 0 when unknown.
+	Memory int64
 }
 
 // Probe takes one look. It is called from one goroutine at a time.
@@ -41,6 +44,7 @@ type Thresholds struct {
 	Lag      time.Duration
 	Starting int
 	CPU      float64 // percent
+	Memory   int64   // bytes: saturated while less is available
 }
 
 // Defaults, from BENCHMARKS.md (Admission control).
@@ -53,11 +57,14 @@ const (
 	DefaultStarting = 8
 	// DefaultCPU: runnable tasks waiting this share of the time.
 	DefaultCPU = 60
+	// DefaultMemory: room for the starts one look can admit
+	// (DefaultStarting × ~14 MiB per stream), twice over.
+	DefaultMemory = 256 << 20
 )
 
 // DefaultThresholds returns the defaults above.
 func DefaultThresholds() Thresholds {
-	return Thresholds{Lag: DefaultLag, Starting: DefaultStarting, CPU: DefaultCPU}
+	return Thresholds{Lag: DefaultLag, Starting: DefaultStarting, CPU: DefaultCPU, Memory: DefaultMemory}
 }
 
 // Hysteresis: saturation ends once every measure has stayed under calmShare
@@ -78,7 +85,11 @@ const (
 	ReasonLag      = "lag"
 	ReasonStarting = "starting"
 	ReasonCPU      = "cpu"
+	ReasonMemory   = "memory"
 )
+
+// Reasons lists every reason, for metrics.
+func Reasons() []string { return []string{ReasonLag, ReasonStarting, ReasonCPU, ReasonMemory} }
 
 // Saturated refuses a new stream; RetryAfter is when to ask again.
 type Saturated struct {
@@ -95,6 +106,8 @@ func (e *Saturated) Error() string {
 		why = "too many streams are starting"
 	case ReasonCPU:
 		why = "its CPU is saturated"
+	case ReasonMemory:
+		why = "its memory is nearly full"
 	}
 	return fmt.Sprintf("this server takes no new streams now (%s), try again later", why)
 }
@@ -109,6 +122,7 @@ type Status struct {
 	LagSeconds float64 `json:"lag_seconds"`
 	Starting   int     `json:"starting"`
 	CPU        float64 `json:"cpu_pressure"`
+	Memory     int64   `json:"memory_available_bytes,omitempty"` // 0: unknown
 	// Since is when the current state began (zero before the first look).
 	Since time.Time `json:"since"`
 	// Refused counts new streams refused, by reason.
@@ -167,6 +181,8 @@ func (th Thresholds) over(l Load, share float64) string {
 		return ReasonLag
 	case th.CPU > 0 && l.CPU >= 0 && l.CPU >= share*th.CPU:
 		return ReasonCPU
+	case th.Memory > 0 && l.Memory > 0 && float64(l.Memory)*share < float64(th.Memory):
+		return ReasonMemory // calm (share < 1) needs more than the threshold free
 	}
 	return ""
 }
@@ -205,7 +221,7 @@ func (c *Controller) logf(l Load, level logrus.Level, msg string) {
 		return
 	}
 	c.log.WithFields(logrus.Fields{"lag_p90": l.Lag.Round(time.Millisecond).String(), "starting": l.Starting,
-		"publishing": l.Streams, "cpu_pressure": l.CPU}).Log(level, "admission control: "+msg)
+		"publishing": l.Streams, "cpu_pressure": l.CPU, "memory_available_mib": l.Memory >> 20}).Log(level, "admission control: "+msg)
 }
 
 // totalRefused sums the refusals. Must hold mu.
@@ -258,7 +274,7 @@ func (c *Controller) Status() Status {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	st := Status{Saturated: c.saturated, Reason: c.reason, Last: c.last, Since: c.since, Refused: make(map[string]int64, len(c.refused)),
-		LagSeconds: c.last.Lag.Seconds(), Starting: c.last.Starting, CPU: c.last.CPU}
+		LagSeconds: c.last.Lag.Seconds(), Starting: c.last.Starting, CPU: c.last.CPU, Memory: c.last.Memory}
 	for k, v := range c.refused {
 		st.Refused[k] = v
 	}

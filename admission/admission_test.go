@@ -57,12 +57,16 @@ func TestMachineProbe(t *testing.T) {
 	if err := os.WriteFile(psi, []byte("some avg10=42.00 avg60=1.00 avg300=1.00 total=1\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	l := Machine(func() []session.StreamLoad { return streams }, psi)()
-	want := Load{Streams: 10, Lag: 900 * time.Millisecond, Starting: 2, CPU: 42}
+	mem := Memory{Meminfo: t.TempDir() + "/meminfo"}
+	if err := os.WriteFile(mem.Meminfo, []byte("MemTotal:  4000000 kB\nMemAvailable:  1000000 kB\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l := Machine(func() []session.StreamLoad { return streams }, psi, mem)()
+	want := Load{Streams: 10, Lag: 900 * time.Millisecond, Starting: 2, CPU: 42, Memory: 1000000 << 10}
 	if l != want {
 		t.Errorf("load %+v, want %+v", l, want)
 	}
-	if l := Machine(func() []session.StreamLoad { return nil }, psi+".missing")(); l.CPU != -1 || l.Streams != 0 || l.Lag != 0 {
+	if l := Machine(func() []session.StreamLoad { return nil }, psi+".missing", Memory{})(); l.CPU != -1 || l.Memory != 0 || l.Streams != 0 || l.Lag != 0 {
 		t.Errorf("no PSI, no streams: %+v", l)
 	}
 }
@@ -71,7 +75,7 @@ func TestMachineProbe(t *testing.T) {
 // the server takes streams again only after every measure has stayed under
 // 80% of its threshold for calmFor, and a relapse restarts that wait.
 func TestSaturationHysteresis(t *testing.T) {
-	th := Thresholds{Lag: time.Second, Starting: 10, CPU: 50}
+	th := Thresholds{Lag: time.Second, Starting: 10, CPU: 50, Memory: 100 << 20}
 	logger, logs := test.NewNullLogger()
 	c := New(nil, th, logrus.NewEntry(logger))
 	now := time.Now()
@@ -79,31 +83,31 @@ func TestSaturationHysteresis(t *testing.T) {
 		now = now.Add(Every)
 		c.observe(l, now)
 	}
-	calm := Load{Streams: 5, Lag: 300 * time.Millisecond, CPU: 10}
+	calm := Load{Streams: 5, Lag: 300 * time.Millisecond, CPU: 10, Memory: 1 << 30}
+	with := func(f func(*Load)) Load { l := calm; f(&l); return l }
 	look(calm)
 	if err := c.Check(); err != nil {
 		t.Fatalf("calm: %v", err)
 	}
 	for _, hot := range []struct {
-		load Load
-		why  string
+		load, warm Load // at the threshold; under it but above 80% of it
+		why        string
 	}{
-		{Load{Streams: 5, Lag: time.Second, CPU: 10}, ReasonLag},
-		{Load{Starting: 10, CPU: -1}, ReasonStarting},
-		{Load{CPU: 50}, ReasonCPU},
+		{with(func(l *Load) { l.Lag = time.Second }), with(func(l *Load) { l.Lag = 850 * time.Millisecond }), ReasonLag},
+		{Load{Starting: 10, CPU: -1}, with(func(l *Load) { l.Starting = 9 }), ReasonStarting},
+		{Load{CPU: 50}, with(func(l *Load) { l.CPU = 45 }), ReasonCPU},
+		{Load{CPU: -1, Memory: 99 << 20}, with(func(l *Load) { l.Memory = 110 << 20 }), ReasonMemory}, // free memory: less is worse
 	} {
 		look(hot.load)
 		var sat *Saturated
 		if err := c.Check(); !errors.As(err, &sat) || sat.Reason != hot.why || sat.RetryAfter <= 0 {
 			t.Fatalf("%+v: Check = %v, want saturated by %s", hot.load, err, hot.why)
 		}
-		// Under the threshold but above 80% of it: still saturated.
-		warm := Load{Streams: 5, Lag: 850 * time.Millisecond, CPU: 10}
 		for i := 0; i < 3*calmLooks; i++ {
-			look(warm)
+			look(hot.warm)
 		}
 		if c.Check() == nil {
-			t.Fatalf("left saturation at a lag of 85%% of the threshold")
+			t.Fatalf("%s: left saturation within 80%% of the threshold (%+v)", hot.why, hot.warm)
 		}
 		for i := 0; i < calmLooks-1; i++ {
 			look(calm)
@@ -122,7 +126,7 @@ func TestSaturationHysteresis(t *testing.T) {
 	for _, e := range logs.AllEntries() {
 		levels = append(levels, e.Level)
 	}
-	want := []logrus.Level{logrus.WarnLevel, logrus.InfoLevel, logrus.WarnLevel, logrus.InfoLevel, logrus.WarnLevel, logrus.InfoLevel}
+	want := []logrus.Level{logrus.WarnLevel, logrus.InfoLevel, logrus.WarnLevel, logrus.InfoLevel, logrus.WarnLevel, logrus.InfoLevel, logrus.WarnLevel, logrus.InfoLevel}
 	if !slices.Equal(levels, want) {
 		t.Errorf("logged %v, want %v", levels, want)
 	}

@@ -18,10 +18,11 @@ const DefaultPressureFile = "/proc/pressure/cpu"
 
 // Machine returns the server's probe: the streams come from loads (the
 // registry's Loads), the CPU pressure from pressureFile ("" or a file that
-// cannot be read: unknown).
-func Machine(loads func() []session.StreamLoad, pressureFile string) Probe {
+// cannot be read: unknown), the memory from mem.
+func Machine(loads func() []session.StreamLoad, pressureFile string, mem Memory) Probe {
 	return func() Load {
 		l := FromStreams(loads())
+		l.Memory = mem.Available()
 		l.CPU = -1
 		if pressureFile != "" {
 			if b, err := os.ReadFile(pressureFile); err == nil {
