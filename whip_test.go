@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -136,9 +137,11 @@ func TestWHIPLossAndReorder(t *testing.T) {
 }
 
 // A publisher whose peer goes silent (a browser that lost its network: to
-// the server it is still connected) and comes back with a new offer for
-// the same ID is answered at once, and its old session is let go: one
-// publish holding both parts and the silence between them.
+// the server it is still connected, and keeps ICE up here) and comes back
+// with a new offer for the same ID takes it over once the old peer has
+// been quiet for a second, not after the 60 s read timeout: the old
+// session is let go, and one publish holds both parts and the silence
+// between them.
 func TestWHIPReconnectContinues(t *testing.T) {
 	t.Parallel()
 	rtmptest.Require(t, "ffmpeg", "ffprobe", "nginx")
@@ -151,9 +154,19 @@ func TestWHIPReconnectContinues(t *testing.T) {
 	defer first.Close() // connected and silent until the end
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	second, err := whipclient.Publish(ctx, p.URL+"/whip/"+id, "secret")
-	if err != nil {
-		t.Fatalf("a new offer while the old peer still holds the ID: %v", err)
+	var second *whipclient.Client
+	for { // 409 while the old peer has sent audio within the last second
+		c, err := whipclient.Publish(ctx, p.URL+"/whip/"+id, "secret")
+		var re *whipclient.RefusedError
+		if errors.As(err, &re) && re.Status == 409 && ctx.Err() == nil {
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		if err != nil {
+			t.Fatalf("a new offer while the old peer still holds the ID: %v", err)
+		}
+		second = c
+		break
 	}
 	defer second.Close()
 	for code := 0; code != http.StatusNotFound; code, _ = first.Delete(ctx, "secret") {

@@ -3,7 +3,6 @@ package session
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -249,11 +248,11 @@ func (r *Registry) acquire(id string, pub *Publisher, src *Source) (*Session, er
 	if pub != nil && isClosed(pub.kicked) {
 		return nil, pub.KickReason() // the operator's, the application's, or a newer connection's
 	}
-	if holder := r.claims[id]; holder != nil && holder != pub {
-		return nil, fmt.Errorf("%w (%s from %s)", ErrBusy, holder.src.Transport, holder.src.Remote)
-	}
 	cfg, err := r.cfg.forSource(*src)
 	if err != nil {
+		return nil, err
+	}
+	if err := r.claimLocked(id, pub, src, cfg); err != nil {
 		return nil, err
 	}
 	if s := r.sessions[id]; s != nil {
@@ -328,10 +327,6 @@ func (r *Registry) remove(s *Session) {
 	}
 }
 
-// ErrKicked refuses the writes of a publisher the operator removed
-// (DELETE /streams/ID): its connection is being closed.
-var ErrKicked = errors.New("ended by the operator")
-
 // BlockedError refuses a live ID the operator blocked, whatever the
 // credentials (DELETE /streams/ID?block=…).
 type BlockedError struct{ Until time.Time }
@@ -380,150 +375,6 @@ func (r *Registry) Kick(id string, until time.Time) bool {
 		s.requestEnd(CauseDeleted, "deleted through the stream API")
 	}
 	return s != nil || pub != nil
-}
-
-// Publisher is a connection that holds a live ID for as long as it is
-// attached: no other connection or POST may write to that ID meanwhile.
-type Publisher struct {
-	r   *Registry
-	id  string
-	src Source
-
-	// kicked is closed by Kick or Stream.Revoke (under the registry's
-	// mu): the operator or the application removed this publisher. why
-	// is set before, nil for the operator.
-	kicked chan struct{}
-	why    error
-
-	mu   sync.Mutex // guards last and src's approval
-	last *Session   // the session this publisher last wrote to
-}
-
-// Kicked is closed when the operator removed this publisher (Kick): its
-// connection should close. A nil Publisher is never kicked.
-func (p *Publisher) Kicked() <-chan struct{} {
-	if p == nil {
-		return nil
-	}
-	return p.kicked
-}
-
-// KickReason is what the connection is told once Kicked is closed:
-// ErrKicked, or the application's reason (Stream.Revoke).
-func (p *Publisher) KickReason() error {
-	if p.why != nil {
-		return p.why
-	}
-	return ErrKicked
-}
-
-// Attach claims id for one connection. src describes it in logs and in
-// the refusal another client gets (ErrBusy).
-func (r *Registry) Attach(id string, src Source) (*Publisher, error) {
-	if !ValidID(id) {
-		return nil, ErrInvalidID
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.closed {
-		return nil, ErrShuttingDown
-	}
-	if err := r.refusedLocked(id); err != nil {
-		return nil, err
-	}
-	if holder := r.claims[id]; holder != nil {
-		if !r.cfg.Takeover {
-			return nil, fmt.Errorf("%w (%s from %s)", ErrBusy, holder.src.Transport, holder.src.Remote)
-		}
-		if err := r.formatConflictLocked(id, src); err != nil {
-			return nil, err // the holder keeps a stream the newcomer could not continue
-		}
-		holder.why = &ReplacedError{Transport: src.Transport, Remote: src.Remote}
-		close(holder.kicked) // its writes are refused from now on: the stream goes on with p
-		r.log.WithFields(logrus.Fields{"id": id, "old": holder.src.Remote, "new": src.Remote}).Info("a new connection took over the live id")
-	}
-	p := &Publisher{r: r, id: id, src: src, kicked: make(chan struct{})}
-	r.claims[id] = p
-	return p, nil
-}
-
-// ReplacedError is what a connection is told when another took over its
-// live ID (Config.Takeover).
-type ReplacedError struct{ Transport, Remote string }
-
-func (e *ReplacedError) Error() string {
-	return fmt.Sprintf("replaced by a new connection for this live id (%s from %s)", e.Transport, e.Remote)
-}
-
-// formatConflictLocked refuses src for id's live session if src names
-// another input format (ErrFormat). Must hold mu.
-func (r *Registry) formatConflictLocked(id string, src Source) error {
-	s := r.sessions[id]
-	if s == nil || src.Format == "" {
-		return nil
-	}
-	cfg, err := r.cfg.forSource(src)
-	if err != nil {
-		return err
-	}
-	return formatConflict(s, src, cfg)
-}
-
-// formatConflict refuses src, whose ffmpeg would be cfg's, for s if it
-// names another input format (ErrFormat).
-func formatConflict(s *Session, src Source, cfg Config) error {
-	if was, now := inputName(s.cfg.FFmpeg), inputName(cfg.FFmpeg); src.Format != "" && was != now {
-		return fmt.Errorf("%w: it is streaming %s, not %s; end it first", ErrFormat, was, now)
-	}
-	return nil
-}
-
-// Write hands one piece of the stream to the session.
-func (p *Publisher) Write(ctx context.Context, b []byte) (Result, error) {
-	p.mu.Lock()
-	src := p.src
-	p.mu.Unlock()
-	res, s, err := p.r.writeTo(ctx, p.id, &src, b, p)
-	p.mu.Lock()
-	p.src.Overrides, p.src.Approved = src.Overrides, src.Approved // spent once it started a stream
-	if s != nil {
-		p.last = s
-	}
-	p.mu.Unlock()
-	return res, err
-}
-
-// Failure tells whether the session this publisher last wrote to ended
-// because ffmpeg or the RTMP server failed: a connection that writes
-// without waiting for the publish learns it here.
-func (p *Publisher) Failure() error {
-	p.mu.Lock()
-	s := p.last
-	p.mu.Unlock()
-	if s == nil {
-		return nil
-	}
-	return s.Err()
-}
-
-// Detach releases the ID. With end, the stream ends now (the client said
-// it is done); without, the session waits out its idle timeout so the
-// client can reconnect and continue the same stream.
-func (p *Publisher) Detach(end bool) {
-	r := p.r
-	r.mu.Lock()
-	if r.claims[p.id] == p {
-		delete(r.claims, p.id)
-	}
-	s := r.sessions[p.id]
-	r.mu.Unlock()
-	switch {
-	case s == nil || isClosed(p.kicked): // once kicked, the ID's session is another client's
-	case end:
-		s.requestEnd(CauseClient, "ended by the client")
-	case s.unfed():
-		s.requestEnd(CauseClient, "the connection left before its first audio")
-	}
 }
 
 // Drain prepares a shutdown behind a load balancer: every stream keeps

@@ -126,20 +126,43 @@ func TestOutsideSignalWhileDrainingEndsTheStream(t *testing.T) {
 	}
 }
 
-// With Takeover, a new connection for a held ID replaces the holder: the
-// holder is told why and its writes are refused, the stream goes on in the
-// same ffmpeg, and the holder's late Detach(end) leaves it alone. A
-// newcomer with another format is refused and the holder keeps the ID.
-func TestTakeoverReplacesTheHolder(t *testing.T) {
+// With Takeover, a newcomer for a held ID takes it at its first write, and
+// only from a quiet holder: never while the holder writes or has written
+// within takeoverQuiet. The holder is told why and its writes are refused,
+// the stream goes on in the same ffmpeg, and the holder's late
+// Detach(end) leaves it alone. A newcomer with another format is refused
+// and the holder keeps the ID; one that leaves before taking it leaves
+// the stream alone.
+func TestTakeoverReplacesAQuietHolder(t *testing.T) {
 	r, dir := newTestRegistry(t, fakeffmpeg.Normal, func(c *Config) { c.Takeover = true })
+	ctx := context.Background()
 	old, err := r.Attach("t", Source{Transport: "websocket", Remote: "192.0.2.1:1"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := old.Write(context.Background(), frames(hdrV2Mono, 5, 1)); err != nil {
+	if _, err := old.Write(ctx, frames(hdrV2Mono, 5, 1)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.Attach("t", Source{Transport: "websocket", Remote: "192.0.2.3:3", Format: "webm"}); !errors.Is(err, ErrFormat) {
+	pub, err := r.Attach("t", Source{Transport: "whip", Remote: "192.0.2.2:2"})
+	if err != nil {
+		t.Fatalf("the newcomer: %v", err)
+	}
+	if _, err := pub.Write(ctx, frames(hdrV2Mono, 5, 7)); !errors.Is(err, ErrBusy) {
+		t.Fatalf("the newcomer's write while the holder has just written: %v, want ErrBusy", err)
+	}
+	leaver, err := r.Attach("t", Source{Transport: "websocket", Remote: "192.0.2.4:4"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaver.Detach(true) // never took the ID: the holder's stream goes on
+	old.writing.Add(1)  // a write in progress, however long: still busy
+	old.lastWrite.Store(time.Now().Add(-time.Hour).UnixNano())
+	if _, err := pub.Write(ctx, frames(hdrV2Mono, 5, 7)); !errors.Is(err, ErrBusy) {
+		t.Fatalf("the newcomer's write while the holder writes: %v, want ErrBusy", err)
+	}
+	old.writing.Add(-1)
+	other, _ := r.Attach("t", Source{Transport: "websocket", Remote: "192.0.2.3:3", Format: "webm"})
+	if _, err := other.Write(ctx, []byte{0x1a, 0x45, 0xdf, 0xa3}); !errors.Is(err, ErrFormat) {
 		t.Fatalf("a newcomer with another format: %v, want ErrFormat", err)
 	}
 	select {
@@ -147,24 +170,15 @@ func TestTakeoverReplacesTheHolder(t *testing.T) {
 		t.Fatal("a refused newcomer replaced the holder")
 	default:
 	}
-	pub, err := r.Attach("t", Source{Transport: "whip", Remote: "192.0.2.2:2"})
-	if err != nil {
-		t.Fatalf("the newcomer: %v", err)
-	}
-	select {
-	case <-old.Kicked():
-	default:
-		t.Fatal("the holder was not told")
+	if _, err := pub.Write(ctx, frames(hdrV2Mono, 5, 2)); err != nil {
+		t.Fatalf("the newcomer once the holder is quiet: %v", err)
 	}
 	var re *ReplacedError
-	if !errors.As(old.KickReason(), &re) || re.Remote != "192.0.2.2:2" {
+	if !errors.As(old.KickReason(), &re) || re.Remote != "192.0.2.2:2" || !isClosed(old.kicked) {
 		t.Fatalf("the holder's reason: %v", old.KickReason())
 	}
-	if _, err := old.Write(context.Background(), frames(hdrV2Mono, 5, 9)); !errors.As(err, &re) {
+	if _, err := old.Write(ctx, frames(hdrV2Mono, 5, 9)); !errors.As(err, &re) {
 		t.Fatalf("the holder's write after the takeover: %v, want ReplacedError", err)
-	}
-	if _, err := pub.Write(context.Background(), frames(hdrV2Mono, 5, 2)); err != nil {
-		t.Fatal(err)
 	}
 	old.Detach(true)
 	if info, ok := r.Info("t"); !ok || info.EndReason != "" {
@@ -174,6 +188,6 @@ func TestTakeoverReplacesTheHolder(t *testing.T) {
 	waitGone(t, r, "t")
 	closeRegistry(t, r)
 	if got := received(t, dir, "t"); len(got) != 1 || len(got[0]) != 10*144 {
-		t.Fatalf("ffmpeg runs %d, want one with both connections' audio and nothing of the refused write", len(got))
+		t.Fatalf("ffmpeg runs %d, want one with both connections' audio and nothing of the refused writes", len(got))
 	}
 }

@@ -16,9 +16,10 @@ import (
 
 // With -takeover a client that reconnects while its old connection still
 // holds the ID (a phone that changed networks: to the server the old
-// socket looks alive) is taken at once. The old connection is closed
-// with 1008 naming its replacement, the stream goes on in the same
-// ffmpeg, and a POST still waits its turn (409).
+// socket looks alive, and quiet) is taken once the old one has sent
+// nothing for a second. The old connection is closed with 1008 naming its
+// replacement, the stream goes on in the same ffmpeg, and a POST still
+// waits its turn (409).
 func TestTakeoverWebSocket(t *testing.T) {
 	ts := newServer(t, fakeffmpeg.Normal, func(_ *Config, c *session.Config) { c.Takeover = true })
 	old := dialWSWrite(t, ts, "id=tk&key=k", mp3(3, 1))
@@ -29,6 +30,7 @@ func TestTakeoverWebSocket(t *testing.T) {
 		t.Errorf("a POST while a connection holds the ID: %d %+v", code, r)
 	}
 
+	time.Sleep(1100 * time.Millisecond) // the old connection is quiet
 	replacement := dialWSWrite(t, ts, "id=tk&key=k", mp3(3, 2))
 	_, ce := readUntilClose(t, old)
 	if ce.Code != websocket.ClosePolicyViolation || !strings.Contains(ce.Text, "replaced by a new connection") {
@@ -59,6 +61,7 @@ func TestTakeoverUpload(t *testing.T) {
 	}()
 	pw.Write(mp3(3, 1))
 	waitBytes(t, ts, "up", int64(len(mp3(3, 1))))
+	time.Sleep(1100 * time.Millisecond) // the upload is quiet
 	dialWSWrite(t, ts, "id=up&key=k", mp3(3, 2))
 	select {
 	case code := <-codes:

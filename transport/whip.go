@@ -105,13 +105,6 @@ func (s *Server) handleWHIP(w http.ResponseWriter, r *http.Request) error {
 	if c.pub, err = s.reg.Attach(id, src); err != nil {
 		return err
 	}
-	// The stream's place is taken before the answer: a refusal (capacity,
-	// admission's limit on starts, another format) is this reply's, not a
-	// dropped peer's after a 201.
-	if err := c.pub.Reserve(r.Context()); err != nil {
-		c.pub.Detach(false)
-		return err
-	}
 	if !s.trackConn() {
 		c.pub.Detach(false)
 		return session.ErrShuttingDown
@@ -119,6 +112,17 @@ func (s *Server) handleWHIP(w http.ResponseWriter, r *http.Request) error {
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	peer, answer, err := s.cfg.WHIP.Accept(string(offer), c.deliver)
 	if err != nil {
+		c.cancel()
+		c.pub.Detach(false)
+		s.conns.Done()
+		return err
+	}
+	// The stream's place is taken (or a quiet holder's taken over) once the
+	// offer is known good and before the answer: a refusal (capacity,
+	// admission's limit on starts, another format, a holder still
+	// streaming) is this reply's, not a dropped peer's after a 201.
+	if err := c.pub.Reserve(r.Context()); err != nil {
+		peer.Close()
 		c.cancel()
 		c.pub.Detach(false)
 		s.conns.Done()

@@ -98,9 +98,10 @@ test('socket dropped', { skip: !configured && 'run by TestWeChatMiniProgram' }, 
     await c.until((e) => e.type === 'retry');
     await c.until((e) => e.type === 'server' && e.msg.type === 'ready');
   });
-  // One reconnect: the server (-takeover) takes it even if it has not yet
-  // noticed that the dropped connection is gone.
-  assert.equal(st.reconnects, 1, log());
+  // One reconnect, or a few if the server had not yet let go of the
+  // dropped connection, which had sent audio within the last second
+  // (1008 "already has a publisher", retried; -takeover after that second).
+  assert.ok(st.reconnects >= 1, log());
   assert.equal(c.phone.shim.socketsOpened, st.reconnects + 1, log());
 });
 

@@ -58,10 +58,10 @@ function backoff(n, random) {
 
 // closeReason says why the server closed a socket and whether to retry:
 // refusals (1008 key or ID, 1003 format, 1009 size) are final, except a
-// live ID still held by this phone's previous connection (a server run
-// with -takeover=false), which the server lets go of once it notices it is
-// gone (within its -ws-read-timeout). 'replaced by a new connection' is
-// final: the stream goes on on that connection.
+// live ID still held by this phone's previous connection: the server lets
+// the new one take over once the old one has been quiet for a second (or,
+// run with -takeover=false, once it notices the old one is gone).
+// 'replaced by a new connection' is final: the stream goes on there.
 function closeReason(code, reason) {
   switch (code) {
     case 1000: return { text: 'stopped', retry: false };
