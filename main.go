@@ -57,6 +57,7 @@ type Config struct {
 	FFmpegNice      int
 	MaxStarting     int
 	AudioCodec      string
+	AACCoder        string
 	IdleTimeout     time.Duration
 	MaxSessions     int
 	Takeover        bool
@@ -122,6 +123,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.StringVar(&c.UploadDirectory, "upload-directory", "", "deprecated and ignored: no temporary files are written")
 	fs.StringVar(&c.AudioBitrate, "audio-bitrate", "64k", "AAC bitrate")
 	fs.StringVar(&c.AudioCodec, "audio-codec", "aac", `output codec: "aac", or "copy" to pass MP3 through`)
+	fs.StringVar(&c.AACCoder, "aac-coder", "twoloop", `ffmpeg's AAC coder: "twoloop" (its default), or "fast", which takes about half the encoding CPU (BENCHMARKS.md, "Encoding: CPU against quality")`)
 	fs.IntVar(&c.MaxStarting, "max-starting", 0, "most ffmpeg processes loading at once (others wait their turn): a herd of streams starting together no longer starves the running ones; 0: no limit")
 	fs.IntVar(&c.FFmpegNice, "ffmpeg-nice", 0, "run ffmpeg processes at this nice value under SCHED_BATCH: quicker acknowledgements on a lightly loaded machine, fewer streams at full load; 0 leaves them as they are")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", session.DefaultIdleTimeout, "end a stream after this long without data")
@@ -202,6 +204,8 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 		return c, fmt.Errorf("-max-starting must be 0 or more, not %d", c.MaxStarting)
 	case c.FFmpegNice < 0 || c.FFmpegNice > 19:
 		return c, fmt.Errorf("-ffmpeg-nice must be 0 to 19, not %d", c.FFmpegNice)
+	case c.AACCoder != "twoloop" && c.AACCoder != "fast":
+		return c, fmt.Errorf(`-aac-coder must be "twoloop" or "fast", not %q`, c.AACCoder)
 	case c.AudioCodec != "aac" && c.AudioCodec != "copy":
 		return c, fmt.Errorf("-audio-codec must be aac or copy, not %q", c.AudioCodec)
 	case c.LogFormat != "text" && c.LogFormat != "json":
@@ -399,6 +403,7 @@ func serveUntil(ctx, hurry context.Context, cfg Config, ln net.Listener, log *lo
 			Binary:         ffmpegPath,
 			AudioCodec:     cfg.AudioCodec,
 			AudioBitrate:   cfg.AudioBitrate,
+			AACCoder:       aacCoder(cfg.AACCoder),
 			Nice:           cfg.FFmpegNice,
 			Launcher:       launcher,
 			TLSCA:          cfg.TLSCA,
@@ -652,4 +657,13 @@ func newHooks(c Config, mets *metrics.Metrics, log *logrus.Entry) *hooks.Hooks {
 		Timeout: c.HookTimeout, Interval: c.HookInterval, Secret: []byte(c.HookSecret),
 		FailOpen: c.HookFail == "open", RevokedFor: c.IdleTimeout, Observer: mets,
 	}, log)
+}
+
+// aacCoder is -aac-coder as ffpipe takes it: ffmpeg's default is left out
+// of the command line.
+func aacCoder(flag string) string {
+	if flag == "twoloop" {
+		return ""
+	}
+	return flag
 }

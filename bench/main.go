@@ -26,7 +26,7 @@ import (
 
 func main() {
 	mode := flag.String("mode", "report", "report (every section below) or run (one scenario)")
-	sections := flag.String("sections", "latency,curve,capacity,capacity-bare,pcm,overload", "report sections: start (an ffmpeg start step by step), latency, curve, capacity (WebSocket clients), capacity-bare (bare ffmpeg), pcm (PCM against MP3), overload (admission control, without and with a CPU hog)")
+	sections := flag.String("sections", "latency,curve,capacity,capacity-bare,pcm,overload", "report sections: start (an ffmpeg start step by step), latency, curve, capacity (WebSocket clients), capacity-bare (bare ffmpeg), pcm (PCM against MP3), overload (admission control, without and with a CPU hog), quality (CPU against listening quality per encoding, offline)")
 	bin := flag.String("publisher", "./ffmpeg-publisher", "the publisher binary (make build)")
 	client := flag.String("client", "ws", "run: post, ws, raw, whip (20 ms Opus over WebRTC), or bare (ffmpeg fed directly, the floor)")
 	chunkDur := flag.Duration("chunk", 100*time.Millisecond, "run: audio per POST or message")
@@ -109,6 +109,8 @@ func main() {
 			e.overloadSection(&b, overload{every: *ovEvery, arriving: *ovFor, hold: *ovHold, args: strings.Fields(*ovArgs)})
 		case "start":
 			e.startSection(&b, 15, max(*lead, 100*time.Millisecond))
+		case "quality":
+			e.qualitySection(&b)
 		case "curve":
 			e.curveSection(&b, parseInts(*curve), *png)
 		case "capacity", "capacity-bare":

@@ -45,6 +45,9 @@ type Config struct {
 	// AudioBitrate is -b:a for the encoder, e.g. "64k"; "" means "64k".
 	// Ignored with AudioCodec "copy".
 	AudioBitrate string
+	// AACCoder is ffmpeg's -aac_coder: "" (its default, twoloop) or
+	// "fast", which costs about half the CPU (BENCHMARKS.md, "Encoding").
+	AACCoder string
 	// OutputFormat is the muxer of every output; "" means the one its
 	// URL's scheme calls for (see outputFor).
 	OutputFormat string
@@ -152,6 +155,9 @@ func Args(cfg Config) []string {
 	args = append(args, "-c:a", codec)
 	if codec != "copy" {
 		args = append(args, "-b:a", orDefault(cfg.AudioBitrate, "64k"))
+		if cfg.AACCoder != "" && codec == "aac" {
+			args = append(args, "-aac_coder", cfg.AACCoder)
+		}
 		if cfg.OutputRate > 0 {
 			args = append(args, "-ar", strconv.Itoa(cfg.OutputRate))
 		}
