@@ -218,13 +218,30 @@ func TestReadinessPutsFFmpegFirst(t *testing.T) {
 	}
 }
 
-// TestAdmissionFromMemory reads this machine's real memory: with
-// -admit-memory above it the server refuses new streams (503, "memory"
-// in /readyz), with 1 MiB it takes them, and /metrics shows what it read.
+// writeMeminfo writes /proc/meminfo text with avail MiB available of 8 GiB.
+func writeMeminfo(t *testing.T, path string, availMiB int) {
+	t.Helper()
+	text := "MemTotal: 8388608 kB\nMemAvailable: " + strconv.Itoa(availMiB<<10) + " kB\n"
+	if err := os.WriteFile(path+".tmp", []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(path+".tmp", path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestAdmissionFromMemory: below -admit-memory available the server turns
+// not ready ("memory" in /readyz) and refuses new streams with 503,
+// counted in /metrics with what it read, and takes them again once memory
+// has been freed. A server reading this machine's own memory takes them.
 func TestAdmissionFromMemory(t *testing.T) {
 	t.Parallel()
 	rtmptest.Require(t, "ffmpeg")
-	full := startPublisher(t, "rtmp://127.0.0.1:1/live", func(c *Config) { c.AdmitMemoryMiB = 1 << 30 }) // 1 PiB
+	meminfo := filepath.Join(t.TempDir(), "meminfo")
+	writeMeminfo(t, meminfo, 100)
+	full := startPublisher(t, "rtmp://127.0.0.1:1/live", func(c *Config) {
+		c.AdmitMemoryMiB, c.AdmitMemory = 256, admission.Memory{Meminfo: meminfo}
+	})
 	waitHTTPStatus(t, full.URL+"/readyz", 503)
 	if body := get(t, full.URL+"/readyz"); !strings.Contains(body, `"reason":"memory"`) {
 		t.Errorf("/readyz: %s", body)
@@ -238,9 +255,11 @@ func TestAdmissionFromMemory(t *testing.T) {
 	if resp.StatusCode != 503 || !strings.Contains(string(body), "its memory is nearly full") {
 		t.Errorf("new stream: %d %s, want 503 naming the memory", resp.StatusCode, body)
 	}
-	if m := get(t, full.URL+"/metrics"); !strings.Contains(m, `publisher_admission_refused_total{reason="memory"} 1`) || !strings.Contains(m, "publisher_memory_available_bytes ") {
+	if m := get(t, full.URL+"/metrics"); !strings.Contains(m, `publisher_admission_refused_total{reason="memory"} 1`) || !strings.Contains(m, "publisher_memory_available_bytes 1.048576e+08") {
 		t.Error("/metrics lacks the memory refusal or the memory read")
 	}
+	writeMeminfo(t, meminfo, 4096)
+	waitHTTPStatus(t, full.URL+"/readyz", 200)
 	roomy := startPublisher(t, "rtmp://127.0.0.1:1/live", func(c *Config) { c.AdmitMemoryMiB = 1 })
 	waitHTTPStatus(t, roomy.URL+"/readyz", 200)
 }

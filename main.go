@@ -105,6 +105,7 @@ type Config struct {
 	Admit           admission.Thresholds
 	AdmitPressure   string
 	AdmitMemoryMiB  int64
+	AdmitMemory     admission.Memory // where memory is read; zero: this system's files
 	WebRTCUDP       string
 	WebRTCTCP       string
 	WebRTCIP        string
@@ -132,7 +133,7 @@ func parseConfig(args []string, getenv func(string) string, stderr io.Writer) (C
 	fs.DurationVar(&c.Admit.Lag, "admit-lag", admission.DefaultLag, "refuse new streams while the publishing streams' lag (90th percentile) reaches this; 0 turns this measure off")
 	fs.IntVar(&c.Admit.Starting, "admit-starting", admission.DefaultStarting, "refuse new streams while this many ffmpegs have not published yet; 0 turns this measure off")
 	fs.Float64Var(&c.Admit.CPU, "admit-cpu", admission.DefaultCPU, "refuse new streams while CPU pressure (PSI some avg10, percent) reaches this; 0 turns this measure off")
-	fs.Int64Var(&c.AdmitMemoryMiB, "admit-memory", admission.DefaultMemory>>20, "refuse new streams while less memory than this (MiB) is available: the kernel's MemAvailable, or the server's cgroup limit (a container, systemd's MemoryMax) less its usage if that is nearer; 0 turns this measure off")
+	fs.Int64Var(&c.AdmitMemoryMiB, "admit-memory", admission.DefaultMemory>>20, "refuse new streams while less memory than this (MiB), and than a tenth of the total, is available: the kernel's MemAvailable, or the server's cgroup limits (a container, a systemd slice's MemoryMax) less usage if nearer; 0 turns this measure off")
 	fs.StringVar(&c.AdmitPressure, "admit-pressure-file", admission.DefaultPressureFile, "CPU pressure (PSI) file read for -admit-cpu: a cgroup's cpu.pressure in a container; unreadable means unknown")
 	fs.Int64Var(&c.MaxBody, "max-body", transport.DefaultMaxBody, "largest /base64 request body in bytes")
 	fs.Int64Var(&c.MaxMessage, "max-message", transport.DefaultMaxMessage, "largest WebSocket message in bytes")
@@ -394,7 +395,11 @@ func serveUntil(ctx, hurry context.Context, cfg Config, ln net.Listener, log *lo
 	var reg *session.Registry
 	th := cfg.Admit
 	th.Memory = cfg.AdmitMemoryMiB << 20
-	adm := admission.New(admission.Machine(func() []session.StreamLoad { return reg.Loads(nil) }, cfg.AdmitPressure, admission.SystemMemory()), th, log)
+	mem := cfg.AdmitMemory
+	if mem == (admission.Memory{}) {
+		mem = admission.SystemMemory()
+	}
+	adm := admission.New(admission.Machine(func() []session.StreamLoad { return reg.Loads(nil) }, cfg.AdmitPressure, mem), th, log)
 	reg = session.NewRegistry(session.Config{
 		Admission: adm,
 		Observer:  mets,
@@ -583,8 +588,8 @@ func tokenCommand(args []string, getenv func(string) string, stdout, stderr io.W
 	return 0
 }
 
-// The most -buffer may hold per stream: it is multiplied by -max-sessions
-// in the worst case, and 10 minutes of 320 kbps MP3 fit in 64 MiB.
+// The most -buffer may hold per stream, in memory (which admission
+// control's memory measure sees): 10 minutes of 320 kbps MP3 fit in 64 MiB.
 const (
 	maxBufferBytes = 64 << 20
 	maxBufferAudio = 10 * time.Minute

@@ -33,6 +33,9 @@ type Load struct {
 	// Memory is the bytes new streams could still use (the kernel's
 	// MemAvailable, or the cgroup's limit if nearer); 0 when unknown.
 	Memory int64
+	// MemoryTotal is what Memory is part of (MemTotal, or that cgroup's
+	// limit); 0 when unknown.
+	MemoryTotal int64
 }
 
 // Probe takes one look. It is called from one goroutine at a time.
@@ -44,7 +47,7 @@ type Thresholds struct {
 	Lag      time.Duration
 	Starting int
 	CPU      float64 // percent
-	Memory   int64   // bytes: saturated while less is available
+	Memory   int64   // bytes: saturated while less is available (at most a tenth of the total)
 }
 
 // Defaults, from BENCHMARKS.md (Admission control).
@@ -58,8 +61,12 @@ const (
 	// DefaultCPU: runnable tasks waiting this share of the time.
 	DefaultCPU = 60
 	// DefaultMemory: room for the starts one look can admit
-	// (DefaultStarting × ~14 MiB per stream), twice over.
+	// (DefaultStarting × ~14 MiB per stream), twice over; a small
+	// container keeps a tenth of its limit instead (memoryShare).
 	DefaultMemory = 256 << 20
+	// memoryShare: the reserve is at most this share of the total, so a
+	// 256 MiB container is not refused everything.
+	memoryShare = 10
 )
 
 // DefaultThresholds returns the defaults above.
@@ -181,10 +188,18 @@ func (th Thresholds) over(l Load, share float64) string {
 		return ReasonLag
 	case th.CPU > 0 && l.CPU >= 0 && l.CPU >= share*th.CPU:
 		return ReasonCPU
-	case th.Memory > 0 && l.Memory > 0 && float64(l.Memory)*share < float64(th.Memory):
+	case th.Memory > 0 && l.Memory > 0 && float64(l.Memory)*share < float64(th.memoryReserve(l)):
 		return ReasonMemory // calm (share < 1) needs more than the threshold free
 	}
 	return ""
+}
+
+// memoryReserve is th.Memory, or a tenth of l's total if that is less.
+func (th Thresholds) memoryReserve(l Load) int64 {
+	if l.MemoryTotal > 0 {
+		return min(th.Memory, l.MemoryTotal/memoryShare)
+	}
+	return th.Memory
 }
 
 func (c *Controller) observe(l Load, now time.Time) {

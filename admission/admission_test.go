@@ -62,7 +62,7 @@ func TestMachineProbe(t *testing.T) {
 		t.Fatal(err)
 	}
 	l := Machine(func() []session.StreamLoad { return streams }, psi, mem)()
-	want := Load{Streams: 10, Lag: 900 * time.Millisecond, Starting: 2, CPU: 42, Memory: 1000000 << 10}
+	want := Load{Streams: 10, Lag: 900 * time.Millisecond, Starting: 2, CPU: 42, Memory: 1000000 << 10, MemoryTotal: 4000000 << 10}
 	if l != want {
 		t.Errorf("load %+v, want %+v", l, want)
 	}

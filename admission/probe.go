@@ -22,7 +22,7 @@ const DefaultPressureFile = "/proc/pressure/cpu"
 func Machine(loads func() []session.StreamLoad, pressureFile string, mem Memory) Probe {
 	return func() Load {
 		l := FromStreams(loads())
-		l.Memory = mem.Available()
+		l.Memory, l.MemoryTotal = mem.Read()
 		l.CPU = -1
 		if pressureFile != "" {
 			if b, err := os.ReadFile(pressureFile); err == nil {

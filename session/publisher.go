@@ -105,39 +105,45 @@ func busy(holder *Publisher) error {
 	return fmt.Errorf("%w (%s from %s)", ErrBusy, holder.src.Transport, holder.src.Remote)
 }
 
-// claimLocked lets pub (nil for a POST) use id, whose ffmpeg would be
-// cfg's: a POST is refused while a connection holds the ID; a newcomer
-// takes it from a holder that has been quiet for takeoverQuiet, as the
-// application approves (errApprove first) and in the live stream's
+// claimLocked checks that pub (nil for a POST) may use id, whose ffmpeg
+// would be cfg's: a POST is refused while a connection holds the ID; a
+// newcomer may replace a holder that has been quiet for takeoverQuiet, as
+// the application approves (errApprove first) and in the live stream's
 // format; a holder's in-flight write keeps it busy, so none of its audio
-// lands after the newcomer's. Must hold mu.
-func (r *Registry) claimLocked(id string, pub *Publisher, src *Source, cfg Config) error {
+// lands after the newcomer's. It returns the holder to replace, which
+// takeLocked does once the newcomer's stream is certain. Must hold mu.
+func (r *Registry) claimLocked(id string, pub *Publisher, src *Source, cfg Config) (*Publisher, error) {
 	holder := r.claims[id]
-	if holder == pub {
-		return nil
+	if holder == nil || holder == pub {
+		return nil, nil
 	}
+	if pub == nil || !holder.quiet() {
+		return nil, busy(holder)
+	}
+	if s := r.sessions[id]; s != nil {
+		if err := formatConflict(s, *src, cfg); err != nil {
+			return nil, err // the holder keeps a stream the newcomer could not continue
+		}
+		if src.Approve != nil && !src.Approved {
+			return nil, errApprove // asked as a new stream would be: keys alone do not take a live stream
+		}
+	}
+	return holder, nil
+}
+
+// takeLocked gives id's claim to pub (nil: a POST, which takes none),
+// replacing holder if claimLocked named one. Must hold mu.
+func (r *Registry) takeLocked(id string, pub, holder *Publisher, src *Source) {
 	if holder != nil {
-		if pub == nil || !holder.quiet() {
-			return busy(holder)
-		}
-		s := r.sessions[id]
-		if s != nil {
-			if err := formatConflict(s, *src, cfg); err != nil {
-				return err // the holder keeps a stream the newcomer could not continue
-			}
-			if src.Approve != nil && !src.Approved {
-				return errApprove // asked as a new stream would be: keys alone do not take a live stream
-			}
-			src.Overrides, src.Approved = nil, false // spent on the takeover
-		}
+		src.Overrides, src.Approved = nil, false // spent on the takeover
 		holder.why = &ReplacedError{Transport: src.Transport, Remote: src.Remote}
 		close(holder.kicked) // its writes are refused from now on
 		r.log.WithFields(logrus.Fields{"id": id, "old": holder.src.Remote, "new": src.Remote}).Info("a new connection took over the live id from a quiet one")
 	}
-	if pub != nil {
+	if pub != nil && r.claims[id] != pub {
 		r.claims[id], pub.held = pub, true
+		pub.lastWrite.Store(time.Now().UnixNano()) // a new holder gets its own second before it counts as quiet
 	}
-	return nil
 }
 
 // quiet: no write in progress and none for takeoverQuiet.

@@ -252,13 +252,15 @@ func (r *Registry) acquire(id string, pub *Publisher, src *Source) (*Session, er
 	if err != nil {
 		return nil, err
 	}
-	if err := r.claimLocked(id, pub, src, cfg); err != nil {
+	replaced, err := r.claimLocked(id, pub, src, cfg)
+	if err != nil {
 		return nil, err
 	}
 	if s := r.sessions[id]; s != nil {
 		if err := formatConflict(s, *src, cfg); err != nil {
 			return nil, err
 		}
+		r.takeLocked(id, pub, replaced, src)
 		return s, nil
 	}
 	// running, not sessions: an ending session's ffmpeg still runs (it
@@ -282,6 +284,7 @@ func (r *Registry) acquire(id string, pub *Publisher, src *Source) (*Session, er
 	s := newSession(id, src.Overrides.apply(cfg), r.log, &r.draining)
 	s.waitingCount = &r.waiting
 	src.Overrides, src.Approved = nil, false
+	r.takeLocked(id, pub, replaced, src) // only now: a refused newcomer leaves the holder be
 	r.sessions[id] = s
 	r.ended.forget(id)
 	r.cfg.Observer.SessionStarted()

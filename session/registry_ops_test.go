@@ -191,3 +191,39 @@ func TestTakeoverReplacesAQuietHolder(t *testing.T) {
 		t.Fatalf("ffmpeg runs %d, want one with both connections' audio and nothing of the refused writes", len(got))
 	}
 }
+
+// A quiet holder whose stream has ended (or never started) is replaced
+// only once the newcomer's new stream is certain: a newcomer the
+// application refuses leaves the holder connected. The newcomer that
+// takes the ID gets its own second before it counts as quiet.
+func TestTakeoverWaitsForTheNewStream(t *testing.T) {
+	r, _ := newTestRegistry(t, fakeffmpeg.Normal, func(c *Config) { c.Takeover = true })
+	ctx := context.Background()
+	old, err := r.Attach("n", Source{Transport: "websocket", Remote: "192.0.2.1:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old.lastWrite.Store(time.Now().Add(-time.Hour).UnixNano()) // quiet, and no session
+	refuse := errors.New("no ticket")
+	denied, _ := r.Attach("n", Source{Transport: "websocket", Remote: "192.0.2.2:2",
+		Approve: func(context.Context) (*Overrides, error) { return nil, refuse }})
+	if _, err := denied.Write(ctx, frames(hdrV2Mono, 5, 1)); !errors.Is(err, refuse) {
+		t.Fatalf("a refused newcomer: %v", err)
+	}
+	if isClosed(old.kicked) {
+		t.Fatal("a refused newcomer replaced the holder")
+	}
+	pub, _ := r.Attach("n", Source{Transport: "websocket", Remote: "192.0.2.3:3"})
+	if _, err := pub.Write(ctx, frames(hdrV2Mono, 5, 2)); err != nil {
+		t.Fatalf("an allowed newcomer: %v", err)
+	}
+	if !isClosed(old.kicked) {
+		t.Fatal("the holder was not replaced")
+	}
+	third, _ := r.Attach("n", Source{Transport: "whip", Remote: "192.0.2.4:4"})
+	if _, err := third.Write(ctx, frames(hdrV2Mono, 5, 3)); !errors.Is(err, ErrBusy) {
+		t.Fatalf("a newcomer right after a takeover: %v, want ErrBusy", err)
+	}
+	pub.Detach(true)
+	closeRegistry(t, r)
+}
