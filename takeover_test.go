@@ -95,8 +95,8 @@ func TestTakeoverOnlyQuietAndApproved(t *testing.T) {
 	if _, ce := takeoverDial(t, p, "id="+id); ce == nil || ce.Code != websocket.ClosePolicyViolation || !strings.Contains(ce.Text, "no ticket") {
 		t.Errorf("a newcomer without a ticket: %v, want the hook's refusal", ce)
 	}
-	if n := len(app.publishCalls()); n != calls+1 {
-		t.Errorf("%d on_publish calls for the refused takeover, want 1", n-calls)
+	if all := app.publishCalls(); len(all) != calls+1 || !all[calls].Takeover || all[0].Takeover {
+		t.Errorf("on_publish calls %+v: want the stream's, then one for the refused takeover saying so", all)
 	}
 	// With one, it takes the stream: the holder hears why, and the rest of
 	// the audio continues the same publish.

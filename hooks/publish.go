@@ -34,6 +34,9 @@ type Publish struct {
 	Query     map[string]string `json:"query"`
 	UserAgent string            `json:"user_agent"`
 	Origin    string            `json:"origin"`
+	// Takeover: the connection would take a live stream over from a quiet
+	// one (-takeover); the answer's settings do not apply to it.
+	Takeover bool `json:"takeover,omitempty"`
 }
 
 // publishAnswer is what a 2xx answer may set for the new stream.

@@ -125,6 +125,7 @@ func (r *Registry) claimLocked(id string, pub *Publisher, src *Source, cfg Confi
 			return nil, err // the holder keeps a stream the newcomer could not continue
 		}
 		if src.Approve != nil && !src.Approved {
+			src.takeover = true
 			return nil, errApprove // asked as a new stream would be: keys alone do not take a live stream
 		}
 	}

@@ -109,10 +109,12 @@ type Source struct {
 	// one (an on_publish answer); nil changes nothing.
 	Overrides *Overrides
 	// Approve, when set, is asked (outside every lock) before this writer
-	// starts a stream, unless Approved says its request was asked already;
-	// it returns the new stream's Overrides. An approval starts one stream.
-	Approve  func(context.Context) (*Overrides, error)
+	// starts a stream, or takes a live one over (takeover), unless
+	// Approved says its request was asked already; it returns the new
+	// stream's Overrides. An approval starts, or takes, one stream.
+	Approve  func(ctx context.Context, takeover bool) (*Overrides, error)
 	Approved bool
+	takeover bool // what errApprove asks for: a takeover, not a new stream
 	// Stats, when set, reports a WebRTC publisher's receiver figures for
 	// the stream list; it must not call into the session.
 	Stats func() *WebRTCStats
@@ -123,7 +125,8 @@ var errApprove = errors.New("a new stream needs approval")
 
 // approve asks src's Approve for a stream about to start.
 func (src *Source) approve(ctx context.Context) error {
-	ov, err := src.Approve(ctx)
+	ov, err := src.Approve(ctx, src.takeover)
+	src.takeover = false
 	if err != nil {
 		return err
 	}

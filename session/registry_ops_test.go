@@ -206,7 +206,7 @@ func TestTakeoverWaitsForTheNewStream(t *testing.T) {
 	old.lastWrite.Store(time.Now().Add(-time.Hour).UnixNano()) // quiet, and no session
 	refuse := errors.New("no ticket")
 	denied, _ := r.Attach("n", Source{Transport: "websocket", Remote: "192.0.2.2:2",
-		Approve: func(context.Context) (*Overrides, error) { return nil, refuse }})
+		Approve: func(context.Context, bool) (*Overrides, error) { return nil, refuse }})
 	if _, err := denied.Write(ctx, frames(hdrV2Mono, 5, 1)); !errors.Is(err, refuse) {
 		t.Fatalf("a refused newcomer: %v", err)
 	}

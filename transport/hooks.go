@@ -49,23 +49,25 @@ func (s *Server) admit(r *http.Request, id, transport string, format streamForma
 	var req hooks.Publish
 	if s.cfg.Hooks != nil {
 		req = s.publishRequest(r, id, transport, format)
-		src.Approve = func(ctx context.Context) (*session.Overrides, error) {
+		src.Approve = func(ctx context.Context, takeover bool) (*session.Overrides, error) {
 			if err := s.cfg.Hooks.Revoked(id); err != nil {
 				return nil, err
 			}
-			return s.cfg.Hooks.Publish(ctx, req)
+			asked := req
+			asked.Takeover = takeover
+			return s.cfg.Hooks.Publish(ctx, asked)
 		}
 	}
 	if lazy {
 		hook := src.Approve
-		src.Approve = func(ctx context.Context) (*session.Overrides, error) {
+		src.Approve = func(ctx context.Context, takeover bool) (*session.Overrides, error) {
 			if err := s.allowNewSession(r, id); err != nil {
 				return nil, err
 			}
 			if hook == nil {
 				return nil, nil
 			}
-			return hook(ctx)
+			return hook(ctx, takeover)
 		}
 		return src, nil
 	}
