@@ -3,9 +3,9 @@ package session
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"time"
 
-	"ffmpeg-publisher/ffpipe"
 )
 
 // prestartBudget bounds the streams whose prestarted ffmpeg waits for its
@@ -90,26 +90,44 @@ func (s *Session) prestart() {
 	if s.ending() || s.cur != nil || s.retrying || s.slog.end() > 0 || s.everStarted() || !s.argsFixed() {
 		return
 	}
+	if s.waitingCount != nil && !takeSlot(s.waitingCount) {
+		return // the budget is full: the stream starts at its first audio
+	}
 	if s.startAttempt() != nil {
+		if s.waitingCount != nil {
+			s.waitingCount.Add(-1)
+		}
 		return // logged; the first write tries again and reports it
 	}
 	s.early, s.earlyAt = s.cur.proc, time.Now()
-	s.setWaiting(s.early)
+	s.mu.Lock()
+	s.waiting = s.early // its slot is taken above
+	s.mu.Unlock()
 }
 
-// setWaiting notes under mu whether a prestarted ffmpeg waits for audio,
-// and keeps the registry's count of such sessions.
-func (s *Session) setWaiting(p *ffpipe.Proc) {
+// takeSlot counts one more prestarted ffmpeg in n if the budget has room:
+// connections arriving together cannot all pass a check and overshoot it.
+func takeSlot(n *atomic.Int32) bool {
+	for {
+		v := n.Load()
+		if v >= prestartBudget {
+			return false
+		}
+		if n.CompareAndSwap(v, v+1) {
+			return true
+		}
+	}
+}
+
+// clearWaiting notes under mu that no prestarted ffmpeg waits for audio
+// any more, and gives its slot back.
+func (s *Session) clearWaiting() {
 	s.mu.Lock()
 	was := s.waiting
-	s.waiting = p
+	s.waiting = nil
 	s.mu.Unlock()
-	if s.waitingCount != nil && (was == nil) != (p == nil) {
-		if p != nil {
-			s.waitingCount.Add(1)
-		} else {
-			s.waitingCount.Add(-1)
-		}
+	if s.waitingCount != nil && was != nil {
+		s.waitingCount.Add(-1)
 	}
 }
 
@@ -132,7 +150,7 @@ func (s *Session) awaitingAudio() bool {
 func (s *Session) gotAudio() {
 	if s.early != nil {
 		s.early = nil
-		s.setWaiting(nil)
+		s.clearWaiting()
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -203,4 +204,38 @@ func TestPrestartedFFmpegDyingEndsTheSilentStream(t *testing.T) {
 	waitFor(t, "the stream to end", func() bool { return r.Len() == 0 && r.waiting.Load() == 0 })
 	pub.Detach(true)
 	closeRegistry(t, r)
+}
+
+// Connections that arrive together cannot overshoot the budget: each
+// prestarted ffmpeg takes its slot atomically.
+func TestPrestartBudgetUnderAHerd(t *testing.T) {
+	r, _ := newTestRegistry(t, fakeffmpeg.Normal, func(c *Config) { c.Prestart = true })
+	const herd = 3 * prestartBudget
+	pubs := make([]*Publisher, herd)
+	var wg sync.WaitGroup
+	for i := range herd {
+		pub, err := r.Attach(fmt.Sprintf("h%d", i), Source{Transport: "websocket"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		pubs[i] = pub
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := pub.Prestart(context.Background()); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := r.waiting.Load(); n > prestartBudget {
+		t.Errorf("%d prestarted ffmpegs wait for audio, the budget is %d", n, prestartBudget)
+	}
+	for _, p := range pubs {
+		p.Detach(true)
+	}
+	closeRegistry(t, r)
+	if n := r.waiting.Load(); n != 0 {
+		t.Errorf("%d slots still taken after every stream ended", n)
+	}
 }

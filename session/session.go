@@ -277,7 +277,7 @@ func (s *Session) run(remove func()) {
 
 	s.wsem <- struct{}{} // wait for the writer in progress, keep others out
 	s.finish()
-	s.setWaiting(nil)
+	s.clearWaiting()
 	s.mu.Lock()
 	s.state = StateEnded
 	if s.ffstate != "not started" {
