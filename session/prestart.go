@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"sync/atomic"
 	"time"
-
 )
 
 // prestartBudget bounds the streams whose prestarted ffmpeg waits for its
