@@ -2,8 +2,10 @@ package transport
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +13,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"ffmpeg-publisher/internal/fakeffmpeg"
+	"ffmpeg-publisher/internal/whipclient"
 	"ffmpeg-publisher/session"
 )
 
@@ -88,6 +91,60 @@ func waitBytes(t *testing.T, ts *testServer, id string, n int64) {
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("%s did not reach %d bytes", id, n)
+		}
+	}
+}
+
+// A WHIP offer that passes the first check but that the WebRTC stack then
+// rejects (here, without a=mid) is refused before it could take anything:
+// a quiet WHIP holder keeps its session.
+func TestTakeoverNotByABadWHIPOffer(t *testing.T) {
+	ts := whipServer(t, func(_ *Config, c *session.Config) { c.Takeover = true })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	holder, err := whipclient.Publish(ctx, ts.URL+"/whip/bad", "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close()
+	if _, err := holder.Send(ctx, [][]byte{{0xF8, 1, 2}, {0xF8, 1, 2}, {0xF8, 1, 2}}, whipclient.Impair{}); err != nil {
+		t.Fatal(err)
+	}
+	for !live(ts, "bad") {
+		time.Sleep(20 * time.Millisecond)
+		if ctx.Err() != nil {
+			t.Fatal("no stream")
+		}
+	}
+	time.Sleep(1100 * time.Millisecond) // the holder is quiet
+	var kept []string
+	for _, line := range strings.Split(offer(t, opusCodec), "\r\n") {
+		if !strings.HasPrefix(line, "a=mid:") && !strings.HasPrefix(line, "a=group:BUNDLE") {
+			kept = append(kept, line)
+		}
+	}
+	req, _ := http.NewRequest("POST", ts.URL+"/whip/bad", strings.NewReader(strings.Join(kept, "\r\n")))
+	req.Header.Set("Content-Type", "application/sdp")
+	req.Header.Set("Authorization", "Bearer k")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode/100 != 4 {
+		t.Fatalf("an offer without a=mid: %d, want a 4xx", resp.StatusCode)
+	}
+	// The holder still writes: its next packets reach the stream.
+	before, _ := ts.reg.Info("bad")
+	if _, err := holder.Send(ctx, [][]byte{{0xF8, 1, 2}, {0xF8, 1, 2}, {0xF8, 1, 2}}, whipclient.Impair{}); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if info, _ := ts.reg.Info("bad"); info.Bytes > before.Bytes {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the holder's audio no longer reaches the stream after a bad offer")
 		}
 	}
 }
