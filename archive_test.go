@@ -62,6 +62,13 @@ func TestArchiveNormalEnd(t *testing.T) {
 	audio := rtmptest.MP3(t, 4.032, 16000, 1, "32k", true)
 	stop := pollStream(t, p, "arch")
 	p.postChunks(t, "arch", splitEvery(audio, 14*144), 504*time.Millisecond)
+	// On a loaded machine the archive's writer can trail the stream: watch
+	// until the file shows bytes or the stream has left the list.
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if info, ok := p.streamInfo(t, "arch"); !ok || info.Recording.Bytes > 0 {
+			break
+		}
+	}
 	seen := stop()
 	checkArrived(t, rtmp, p, "arch", session.MP3Duration(audio))
 	files := recordings(t, dir)
