@@ -61,7 +61,9 @@ func newTestRegistry(t *testing.T, mode string, mod func(*Config)) (*Registry, s
 
 func closeRegistry(t *testing.T, r *Registry) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	// A bound on a hang, not a timing: the fake ffmpeg is this test binary,
+	// which under -race on a loaded machine takes seconds to start.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := r.Close(ctx); err != nil {
 		t.Fatalf("Close: %v", err)
@@ -324,7 +326,7 @@ var testSrc = Source{Transport: "base64", Remote: "192.0.2.9:1234"}
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
+	for deadline := time.Now().Add(30 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) { // a bound on a hang
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
