@@ -59,21 +59,14 @@ func (p *Publisher) prestartAllowed() bool {
 
 // open returns p's stream, starting it if it is new.
 func (p *Publisher) open(ctx context.Context) (*Session, error) {
-	p.mu.Lock()
-	src := p.src
-	p.mu.Unlock()
+	src := p.source()
 	s, err := p.r.acquire(p.id, p, &src)
 	if err == errApprove {
 		if err = src.approve(ctx); err == nil {
 			s, err = p.r.acquire(p.id, p, &src)
 		}
 	}
-	p.mu.Lock()
-	p.src.Overrides, p.src.Approved = src.Overrides, src.Approved // spent once it started a stream
-	if s != nil {
-		p.last = s
-	}
-	p.mu.Unlock()
+	p.settle(src, s)
 	return s, err
 }
 

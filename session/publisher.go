@@ -82,9 +82,6 @@ func (r *Registry) Attach(id string, src Source) (*Publisher, error) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.closed {
-		return nil, ErrShuttingDown
-	}
 	if err := r.refusedLocked(id); err != nil {
 		return nil, err
 	}
@@ -159,17 +156,28 @@ func (p *Publisher) Write(ctx context.Context, b []byte) (Result, error) {
 		p.lastWrite.Store(time.Now().UnixNano())
 		p.writing.Add(-1)
 	}()
-	p.mu.Lock()
-	src := p.src
-	p.mu.Unlock()
+	src := p.source()
 	res, s, err := p.r.writeTo(ctx, p.id, &src, b, p)
+	p.settle(src, s)
+	return res, err
+}
+
+// source is a copy of p's Source, for one write or open.
+func (p *Publisher) source() Source {
 	p.mu.Lock()
-	p.src.Overrides, p.src.Approved = src.Overrides, src.Approved // spent once it started a stream
+	defer p.mu.Unlock()
+	return p.src
+}
+
+// settle keeps what a write or open did with src's approval (spent once
+// it started or took a stream) and the session it reached, if any.
+func (p *Publisher) settle(src Source, s *Session) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.src.Overrides, p.src.Approved = src.Overrides, src.Approved
 	if s != nil {
 		p.last = s
 	}
-	p.mu.Unlock()
-	return res, err
 }
 
 // Failure tells whether the session this publisher last wrote to ended

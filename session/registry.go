@@ -242,9 +242,6 @@ func (r *Registry) writeTo(ctx context.Context, id string, src *Source, p []byte
 func (r *Registry) acquire(id string, pub *Publisher, src *Source) (*Session, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.closed {
-		return nil, ErrShuttingDown
-	}
 	if err := r.refusedLocked(id); err != nil {
 		return nil, err
 	}
@@ -341,9 +338,13 @@ func (e *BlockedError) Error() string {
 	return "this live id is blocked by the operator until " + e.Until.UTC().Format(time.RFC3339)
 }
 
-// refusedLocked tells why id may not get a session now, if it may not.
-// Must hold mu.
+// refusedLocked tells why id may not get a session or a publisher now, if
+// it may not: the registry is closed, the ID blocked or let go. Must hold
+// mu.
 func (r *Registry) refusedLocked(id string) error {
+	if r.closed {
+		return ErrShuttingDown
+	}
 	if until, ok := r.blocked[id]; ok {
 		if time.Now().Before(until) {
 			return &BlockedError{Until: until}

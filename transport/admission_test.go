@@ -180,14 +180,7 @@ func TestSaturatedRefusesWHIPOffer(t *testing.T) {
 	ctrl.Look()
 	ts := newServer(t, "", func(c *Config, s *session.Config) { c.WHIP = host; s.Admission = ctrl })
 	t.Cleanup(host.Close)
-	req, _ := http.NewRequest("POST", ts.URL+"/whip/new", strings.NewReader(offer(t, opusCodec)))
-	req.Header.Set("Content-Type", "application/sdp")
-	req.Header.Set("Authorization", "Bearer k")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
+	resp := postOffer(t, ts, "new", offer(t, opusCodec))
 	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" {
 		t.Errorf("WHIP offer while saturated: %d Retry-After %q, want 503 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
 	}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/base64"
 	"io"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -123,15 +122,7 @@ func TestTakeoverNotByABadWHIPOffer(t *testing.T) {
 			kept = append(kept, line)
 		}
 	}
-	req, _ := http.NewRequest("POST", ts.URL+"/whip/bad", strings.NewReader(strings.Join(kept, "\r\n")))
-	req.Header.Set("Content-Type", "application/sdp")
-	req.Header.Set("Authorization", "Bearer k")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode/100 != 4 {
+	if resp := postOffer(t, ts, "bad", strings.Join(kept, "\r\n")); resp.StatusCode/100 != 4 {
 		t.Fatalf("an offer without a=mid: %d, want a 4xx", resp.StatusCode)
 	}
 	// The holder still writes: its next packets reach the stream.

@@ -61,6 +61,21 @@ func offer(t *testing.T, codec webrtc.RTPCodecCapability) string {
 	return o.SDP
 }
 
+// postOffer posts sdp as a WHIP offer for id with the key k, and returns
+// the answer with its body closed.
+func postOffer(t *testing.T, ts *testServer, id, sdp string) *http.Response {
+	t.Helper()
+	req, _ := http.NewRequest("POST", ts.URL+"/whip/"+id, strings.NewReader(sdp))
+	req.Header.Set("Content-Type", "application/sdp")
+	req.Header.Set("Authorization", "Bearer k")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp
+}
+
 var (
 	opusCodec = webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}
 	pcmuCodec = webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypePCMU, ClockRate: 8000}
