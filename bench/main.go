@@ -22,9 +22,12 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"ffmpeg-publisher/internal/fakeffmpeg"
 )
 
 func main() {
+	fakeffmpeg.Main() // -fake-ffmpeg: the publisher runs this binary as its ffmpeg
 	mode := flag.String("mode", "report", "report (every section below) or run (one scenario)")
 	sections := flag.String("sections", "latency,curve,capacity,capacity-bare,pcm,overload", "report sections: start (an ffmpeg start step by step), latency, curve, capacity (WebSocket clients), capacity-bare (bare ffmpeg), pcm (PCM against MP3), overload (admission control, without and with a CPU hog), quality (CPU against listening quality per encoding, offline)")
 	bin := flag.String("publisher", "./ffmpeg-publisher", "the publisher binary (make build)")
@@ -45,6 +48,7 @@ func main() {
 	out := flag.String("out", "bench/REPORT.md", "report: write it here (and to stdout)")
 	png := flag.String("png", "bench/curve.png", "report: the cost curve plot")
 	lead := flag.Duration("connect-lead", 0, "ws and raw clients connect this long before their first chunk leaves (a live client connects as capture starts; its first 100 ms frame is ready 100 ms later): the time a prestarted ffmpeg has to load")
+	fake := flag.Bool("fake-ffmpeg", false, "run: the publisher's ffmpegs are stand-ins that read and discard their input and report progress every 0.5 s, so the publisher's own cost is measured without ffmpeg's beside it (no audio reaches the RTMP server)")
 	flag.Parse()
 
 	// Audio for the longest scenario: the largest stream count's ramp and
@@ -76,7 +80,7 @@ func main() {
 			fail(err)
 		}
 	}
-	e := env{publisher: *bin, audio: audio, pcm: pcm, adts: adts, opus: opus, rampPer: *rampPer, seconds: *seconds, lead: *lead,
+	e := env{publisher: *bin, audio: audio, pcm: pcm, adts: adts, opus: opus, rampPer: *rampPer, seconds: *seconds, lead: *lead, fake: *fake,
 		http: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 4096}}}
 	cmdline := "go run ./bench " + strings.Join(os.Args[1:], " ")
 	var b strings.Builder

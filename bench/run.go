@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"ffmpeg-publisher/internal/fakeffmpeg"
 	"ffmpeg-publisher/internal/markers"
 	"ffmpeg-publisher/internal/rtmpplay"
 	"ffmpeg-publisher/internal/rtmptest"
@@ -106,6 +107,9 @@ type env struct {
 	// chunk leaves, as a live client opens its connection when capture
 	// starts and has its first frame a frame later; 0: just before.
 	lead time.Duration
+	// fake: the publisher's ffmpegs are fakeffmpeg.Paced stand-ins (this
+	// binary), for the publisher's own cost alone.
+	fake bool
 }
 
 func (e env) run(sc scenario) (*outcome, error) {
@@ -151,6 +155,14 @@ func (e env) run(sc scenario) (*outcome, error) {
 			"-log-level", "warn")
 		if sc.client == "whip" {
 			pub.Args = append(pub.Args, "-webrtc-udp", "127.0.0.1:0")
+		}
+		if e.fake {
+			exe, err := os.Executable()
+			if err != nil {
+				return nil, err
+			}
+			pub.Args = append(pub.Args, "-ffmpeg", exe)
+			pub.Env = append(os.Environ(), fakeffmpeg.Env(dir, fakeffmpeg.Paced)...)
 		}
 		pub.Stderr = os.Stderr
 		if err := pub.Start(); err != nil {

@@ -45,6 +45,7 @@ type connFinder struct {
 
 	mu       sync.Mutex // guards the fields below
 	found    bool
+	none     bool // none was found once the output was open: it is not a TCP one
 	tuple    tcpTuple
 	inode    uint64 // its socket, to tell when ffmpeg closes it
 	diag     diagConn
@@ -63,9 +64,17 @@ func (p *Proc) Conn() (ConnState, error) {
 	f := &p.conn
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.none {
+		return ConnState{}, ErrNoConn
+	}
 	if !f.found {
 		r, err := findConn(p.Pid(), func(t tcpTuple) bool { return f.isPrimary == nil || f.isPrimary(t.Remote) })
 		if err != nil {
+			select {
+			case <-p.ready: // ffmpeg connects before it opens its output: none will come
+				f.none = errors.Is(err, ErrNoConn)
+			default:
+			}
 			return ConnState{}, err
 		}
 		select {

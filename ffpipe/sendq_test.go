@@ -253,3 +253,34 @@ func TestConnWithoutSocket(t *testing.T) {
 	}
 	p.Stop(time.Second)
 }
+
+// An output that is not a TCP connection (srt://, a file) is looked for in
+// /proc once the output is open, not at every look of the stall watch.
+func TestNoTCPOutputIsLookedForOnce(t *testing.T) {
+	cfg, _ := fake(t, fakeffmpeg.Normal)
+	p, err := Start(t.Context(), cfg, quietLog())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Stop(10 * time.Second)
+	if _, err := p.Conn(); !errors.Is(err, ErrNoConn) {
+		t.Fatalf("before the output is open: %v, want ErrNoConn", err)
+	}
+	if p.conn.none {
+		t.Fatal("given up on a connection before the output was open")
+	}
+	p.Write([]byte("x"))
+	select {
+	case <-p.Ready():
+	case <-time.After(10 * time.Second):
+		t.Fatal("no progress report")
+	}
+	for range 2 {
+		if _, err := p.Conn(); !errors.Is(err, ErrNoConn) {
+			t.Fatalf("%v, want ErrNoConn", err)
+		}
+	}
+	if !p.conn.none {
+		t.Error("the open output's lack of a connection is looked for again at every look")
+	}
+}

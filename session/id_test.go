@@ -1,6 +1,7 @@
 package session
 
 import (
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -18,10 +19,14 @@ func TestTarget(t *testing.T) {
 }
 
 func FuzzValidID(f *testing.F) {
-	for _, s := range []string{"abc", "A-b_9", "", "../x", "%2e%2e", "a/b", "a?b", "a b", "直播", strings.Repeat("x", 65), "a\x00"} {
+	oracle := regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`) // the rule as the README states it
+	for _, s := range []string{"abc", "A-b_9", strings.Repeat("x", 64), "", "../x", "%2e%2e", "a/b", "a?b", "a b", "直播", strings.Repeat("x", 65), "a\x00"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, id string) {
+		if ValidID(id) != oracle.MatchString(id) {
+			t.Fatalf("ValidID(%q) = %v, the rule says %v", id, ValidID(id), !ValidID(id))
+		}
 		if !ValidID(id) {
 			return
 		}

@@ -82,23 +82,23 @@ func TestKickWithBlockRefusesTheID(t *testing.T) {
 // has exited.
 func TestMaxSessionsCountsEndingSessions(t *testing.T) {
 	r, _ := newTestRegistry(t, fakeffmpeg.IgnoreInt, func(c *Config) { c.MaxSessions = 1 })
-	res, err := r.Write(context.Background(), "one", testSrc, frames(hdrV2Mono, 5, 1))
-	if err != nil {
+	if _, err := r.Write(context.Background(), "one", testSrc, frames(hdrV2Mono, 5, 1)); err != nil {
 		t.Fatal(err)
 	}
+	one := pidOf(t, r, "one")
 	r.End("one", CauseClient)
 	waitFor(t, "the session to leave the list", func() bool { return r.Len() == 0 })
 	if _, err := r.Write(context.Background(), "two", testSrc, frames(hdrV2Mono, 5, 1)); !errors.Is(err, ErrAtCapacity) {
 		t.Fatalf("a new stream while the ending one's ffmpeg runs: %v, want ErrAtCapacity", err)
 	}
-	syscall.Kill(res.Total.PID, syscall.SIGKILL)
-	var two Result
+	syscall.Kill(one, syscall.SIGKILL)
 	waitFor(t, "room once that ffmpeg is gone", func() bool {
-		two, err = r.Write(context.Background(), "two", testSrc, frames(hdrV2Mono, 5, 1))
+		_, err := r.Write(context.Background(), "two", testSrc, frames(hdrV2Mono, 5, 1))
 		return err == nil
 	})
+	two := pidOf(t, r, "two")
 	r.End("two", CauseClient)
-	syscall.Kill(two.Total.PID, syscall.SIGKILL) // it would wait out the flush grace
+	syscall.Kill(two, syscall.SIGKILL) // it would wait out the flush grace
 }
 
 // While the server drains, an ffmpeg ended by a signal from outside (as
@@ -107,12 +107,12 @@ func TestMaxSessionsCountsEndingSessions(t *testing.T) {
 // new session on this server. New IDs are still served.
 func TestOutsideSignalWhileDrainingEndsTheStream(t *testing.T) {
 	r, dir := newTestRegistry(t, fakeffmpeg.Normal, nil)
-	res, err := r.Write(context.Background(), "x", testSrc, frames(hdrV2Mono, 5, 1))
-	if err != nil {
+	if _, err := r.Write(context.Background(), "x", testSrc, frames(hdrV2Mono, 5, 1)); err != nil {
 		t.Fatal(err)
 	}
+	pid := pidOf(t, r, "x")
 	r.Drain()
-	syscall.Kill(res.Total.PID, syscall.SIGTERM)
+	syscall.Kill(pid, syscall.SIGTERM)
 	waitFor(t, "the stream to end", func() bool { _, ok := r.Info("x"); return !ok })
 	if _, err := r.Write(context.Background(), "x", testSrc, frames(hdrV2Mono, 5, 2)); !errors.Is(err, ErrShuttingDown) {
 		t.Errorf("write to the ended ID while draining: %v, want ErrShuttingDown", err)

@@ -214,16 +214,16 @@ func TestCloseEndsEverySessionCleanly(t *testing.T) {
 
 func TestCloseKillsWhenGraceRunsOut(t *testing.T) {
 	r, _ := newTestRegistry(t, fakeffmpeg.IgnoreInt, func(c *Config) { c.FlushGrace = time.Hour })
-	res, err := r.Write(context.Background(), "abc", testSrc, frames(hdrV2Mono, 4, 1))
-	if err != nil {
+	if _, err := r.Write(context.Background(), "abc", testSrc, frames(hdrV2Mono, 4, 1)); err != nil {
 		t.Fatal(err)
 	}
+	pid := pidOf(t, r, "abc")
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	if err := r.Close(ctx); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Close = %v", err)
 	}
-	if _, err := os.Stat("/proc/" + strconv.Itoa(res.Total.PID)); err == nil {
+	if _, err := os.Stat("/proc/" + strconv.Itoa(pid)); err == nil {
 		t.Fatal("ffmpeg still exists after Close")
 	}
 }
@@ -324,6 +324,16 @@ func TestRefusals(t *testing.T) {
 
 var testSrc = Source{Transport: "base64", Remote: "192.0.2.9:1234"}
 
+// pidOf is the PID of id's ffmpeg, which a write to it has started.
+func pidOf(t *testing.T, r *Registry, id string) int {
+	t.Helper()
+	info, ok := r.Info(id)
+	if !ok || info.PID == 0 {
+		t.Fatalf("%s has no ffmpeg: %+v", id, info)
+	}
+	return info.PID
+}
+
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	for deadline := time.Now().Add(30 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) { // a bound on a hang
@@ -336,8 +346,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 func TestKilledFFmpegIsRestartedAndTheStreamGoesOn(t *testing.T) {
 	r, dir := newTestRegistry(t, fakeffmpeg.Normal, nil)
 	a, b, c := frames(hdrV2Mono, 10, 1), frames(hdrV2Mono, 10, 2), frames(hdrV2Mono, 10, 3)
-	res, err := r.Write(context.Background(), "abc", testSrc, a)
-	if err != nil {
+	if _, err := r.Write(context.Background(), "abc", testSrc, a); err != nil {
 		t.Fatal(err)
 	}
 	// Wait until the first fake has read a, then kill it as kill -9 would.
@@ -345,7 +354,8 @@ func TestKilledFFmpegIsRestartedAndTheStreamGoesOn(t *testing.T) {
 		got := received(t, dir, "abc")
 		return len(got) == 1 && len(got[0]) == len(a)
 	})
-	syscall.Kill(res.Total.PID, syscall.SIGKILL)
+	pid := pidOf(t, r, "abc")
+	syscall.Kill(pid, syscall.SIGKILL)
 	waitFor(t, "a restart", func() bool { info, _ := r.Info("abc"); return info.Restarts == 1 && info.FFmpeg != "restarting" })
 	if _, err := r.Write(context.Background(), "abc", testSrc, b); err != nil {
 		t.Fatalf("write after the restart: %v", err)
@@ -354,7 +364,7 @@ func TestKilledFFmpegIsRestartedAndTheStreamGoesOn(t *testing.T) {
 		t.Fatal(err)
 	}
 	info, _ := r.Info("abc")
-	if !strings.Contains(info.LastError, "killed") || info.PID == res.Total.PID {
+	if !strings.Contains(info.LastError, "killed") || info.PID == pid {
 		t.Errorf("info after the restart: %+v", info)
 	}
 	closeRegistry(t, r)

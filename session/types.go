@@ -2,7 +2,6 @@ package session
 
 import (
 	"errors"
-	"regexp"
 	"strings"
 	"time"
 
@@ -33,11 +32,22 @@ func (e *UpstreamError) Error() string { return "ffmpeg failed: " + e.Reason }
 // by someone else (nginx-rtmp: "Already publishing"), which passes.
 func (e *UpstreamError) nameTaken() bool { return strings.Contains(e.Reason, "Already publishing") }
 
-var idPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
-
-// ValidID tells whether id is an acceptable live ID. IDs become part of an
-// RTMP URL, so nothing that could change its meaning gets through.
-func ValidID(id string) bool { return idPattern.MatchString(id) }
+// ValidID tells whether id is an acceptable live ID: 1 to 64 of
+// [A-Za-z0-9_-]. IDs become part of an RTMP URL, so nothing that could
+// change its meaning gets through. Checked on every write: no regexp.
+func ValidID(id string) bool {
+	if len(id) == 0 || len(id) > 64 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		switch c := id[i]; {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9', c == '_', c == '-':
+		default:
+			return false
+		}
+	}
+	return true
+}
 
 // Target returns the output URL for id: base with "{id}" replaced, or
 // base + "/" + id; an srt:// base without "{id}" as it is (SRT names a
@@ -248,5 +258,4 @@ type Info struct {
 type Result struct {
 	Bytes int64         // input bytes accepted
 	Audio time.Duration // audio they completed
-	Total Info          // the session after the write
 }

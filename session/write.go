@@ -99,12 +99,12 @@ func (s *Session) writeLocked(src Source, p []byte, fresh bool) (Result, int64, 
 			return Result{}, 0, nil, err
 		}
 	}
-	info := s.countAccepted(len(p), audio, src.Transport)
+	s.countAccepted(len(p), audio, src.Transport)
 	var proc *ffpipe.Proc
 	if !published && s.cur != nil && !s.nameHeld() {
 		proc = s.cur.proc // wait for its publish; not while a name is held, where the audio waits in the log
 	}
-	return Result{Bytes: int64(len(p)), Audio: audio, Total: info}, mark, proc, nil
+	return Result{Bytes: int64(len(p)), Audio: audio}, mark, proc, nil
 }
 
 // enter and leave bracket a client's write: the idle timeout and the drain
@@ -132,16 +132,14 @@ func (s *Session) nameHeld() bool {
 }
 
 // countAccepted adds an accepted write to the totals. Must hold wsem.
-func (s *Session) countAccepted(bytes int, audio time.Duration, transport string) Info {
+func (s *Session) countAccepted(bytes int, audio time.Duration, transport string) {
 	s.mu.Lock()
 	s.bytes += int64(bytes)
 	s.audio += audio
-	info := s.infoLocked()
 	s.mu.Unlock()
 	if transport != "" {
 		s.cfg.Observer.Accepted(transport, bytes, audio)
 	}
-	return info
 }
 
 // overBuffer tells whether units would take the unconfirmed audio beyond

@@ -55,6 +55,11 @@ const (
 	// RefuseAfter + a duration ("refuse-after:300ms") waits, then fails as
 	// a refused connection does: a slow server that refuses.
 	RefuseAfter = "refuse-after:"
+	// Paced reads and discards stdin and reports progress as ffmpeg does,
+	// every 0.5 s with its output time the wall clock since the first
+	// byte, and writes nothing else: the publisher's own cost, measured
+	// without ffmpeg's (go run ./bench -fake-ffmpeg).
+	Paced = "paced"
 )
 
 // LagBehind is how much audio Lag holds.
@@ -90,6 +95,10 @@ func OutputFiles(dir, name string) []string {
 }
 
 func run(args []string, dir, mode string) int {
+	if len(args) > 0 && args[len(args)-1] == "-version" {
+		fmt.Println("ffmpeg version fake") // the server's check that its ffmpeg runs
+		return 0
+	}
 	started := time.Now().UnixNano()
 	target, url := "out", ""
 	if len(args) > 0 {
@@ -140,6 +149,9 @@ func run(args []string, dir, mode string) int {
 	case SlowStart:
 		fmt.Fprintf(progress, "total_size=0\nout_time_us=0\nprogress=continue\n")
 		time.Sleep(time.Second)
+	}
+	if mode == Paced {
+		return paced(progress)
 	}
 	out, err := os.Create(filepath.Join(dir, fmt.Sprintf("%s.%020d-%d.bin", target, started, os.Getpid())))
 	if err != nil {
@@ -218,6 +230,36 @@ func run(args []string, dir, mode string) int {
 		time.Sleep(time.Hour)
 	}
 	return 0
+}
+
+func paced(progress *os.File) int {
+	buf := make([]byte, 32*1024)
+	n, err := os.Stdin.Read(buf)
+	if n == 0 && err != nil {
+		return 0
+	}
+	first := time.Now()
+	fmt.Fprintf(progress, "total_size=0\nout_time_us=0\nprogress=continue\n")
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			if _, err := os.Stdin.Read(buf); err != nil {
+				return
+			}
+		}
+	}()
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-tick.C:
+			fmt.Fprintf(progress, "out_time_us=%d\nprogress=continue\n", time.Since(first).Microseconds())
+		case <-done:
+			fmt.Fprintf(progress, "progress=end\n")
+			return 0
+		}
+	}
 }
 
 // flvUnwrapper turns an FLV byte stream into the concatenated payloads of
