@@ -80,6 +80,7 @@ func measureStart(rtmp *rtmptest.Server, name string, first []byte) (startSteps,
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	gotAudio := make(chan time.Time, 1)
+	conns, t00 := rtmp.ConnectionCount(), time.Now() // before the subscriber can connect
 	go rtmpplay.Play(ctx, rtmp.URL+"/"+name, func(m rtmpplay.Message) {
 		if m.Type == 8 && (m.First>>4 != 10 || m.Second != 0) {
 			select {
@@ -88,8 +89,10 @@ func measureStart(rtmp *rtmptest.Server, name string, first []byte) (startSteps,
 			}
 		}
 	})
-	conns := rtmp.ConnectionCount()
 	for rtmp.ConnectionCount() == conns { // the subscriber is in
+		if time.Since(t00) > 10*time.Second {
+			return st, fmt.Errorf("the subscriber never connected")
+		}
 		time.Sleep(time.Millisecond)
 	}
 	conns = rtmp.ConnectionCount()

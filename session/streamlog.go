@@ -88,6 +88,9 @@ func (l *streamLog) segmentEnd(pos int64) int64 {
 // confirm records that every unit before pos was sent on.
 func (l *streamLog) confirm(pos int64) {
 	pos = min(pos, l.end())
+	if pos <= l.confirmed {
+		return // nothing new: progress comes twice a second, writes more often
+	}
 	for ; l.confirmed < pos; l.confirmed++ {
 		u := l.at(l.confirmed)
 		l.pendBytes -= len(u.data)

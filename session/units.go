@@ -1,6 +1,9 @@
 package session
 
-import "time"
+import (
+	"slices"
+	"time"
+)
 
 // unitScanner turns a client's bytes, cut anywhere, into whole units. The
 // session calls mark before feed and rollback when it refuses the write, so
@@ -62,6 +65,9 @@ func (m *mp3Units) flush() []unit { return m.cut(nil, m.sc.flush()) }
 // feed): one allocation per write.
 func (m *mp3Units) cut(units []unit, frames []byte) []unit {
 	buf := append([]byte(nil), frames...)
+	if h, ok := parseHeader(buf); ok && h.length > 0 {
+		units = slices.Grow(units, len(buf)/h.length+1) // an estimate: frame lengths vary with padding and VBR
+	}
 	for len(buf) > 0 {
 		h, ok := parseHeader(buf)
 		if !ok || h.length > len(buf) {
