@@ -74,7 +74,14 @@ func NewHost(cfg Config) (*Host, error) {
 		return nil, err
 	}
 	ir := &interceptor.Registry{}
-	if err := webrtc.RegisterDefaultInterceptors(m, ir); err != nil { // NACK, receiver reports, TWCC
+	// Of pion's defaults, what an Opus receiver uses: receiver reports, and
+	// transport-wide feedback for the browser's bandwidth estimate. NACK
+	// and simulcast are for video, and pion's stats recorder would count
+	// every packet again for a GetStats nobody calls (rtpStats counts).
+	if err := webrtc.ConfigureRTCPReports(ir); err != nil {
+		return nil, err
+	}
+	if err := webrtc.ConfigureTWCCSender(m, ir); err != nil {
 		return nil, err
 	}
 	h := &Host{gather: gatherTimeout}
