@@ -29,7 +29,7 @@ import (
 func main() {
 	fakeffmpeg.Main() // -fake-ffmpeg: the publisher runs this binary as its ffmpeg
 	mode := flag.String("mode", "report", "report (every section below) or run (one scenario)")
-	sections := flag.String("sections", "latency,curve,capacity,capacity-bare,pcm,overload", "report sections: start (an ffmpeg start step by step), latency, curve, capacity (WebSocket clients), capacity-bare (bare ffmpeg), pcm (PCM against MP3), overload (admission control, without and with a CPU hog), quality (CPU against listening quality per encoding, offline)")
+	sections := flag.String("sections", "latency,curve,capacity,capacity-bare,pcm,overload", "report sections: start (an ffmpeg start step by step), latency, curve, capacity (WebSocket clients), capacity-bare (bare ffmpeg), pcm (PCM against MP3), overload (admission control, without and with a CPU hog), quality (CPU against listening quality per encoding, offline), input (ffmpeg's CPU reading FLV tags against raw MP3, side by side)")
 	bin := flag.String("publisher", "./ffmpeg-publisher", "the publisher binary (make build)")
 	client := flag.String("client", "ws", "run: post, ws, raw, whip (20 ms Opus over WebRTC), or bare (ffmpeg fed directly, the floor)")
 	chunkDur := flag.Duration("chunk", 100*time.Millisecond, "run: audio per POST or message")
@@ -115,6 +115,8 @@ func main() {
 			e.startSection(&b, 15, max(*lead, 100*time.Millisecond))
 		case "quality":
 			e.qualitySection(&b)
+		case "input":
+			e.inputSection(&b, 16, 3)
 		case "curve":
 			e.curveSection(&b, parseInts(*curve), *png)
 		case "capacity", "capacity-bare":
