@@ -45,7 +45,8 @@ type connFinder struct {
 
 	mu       sync.Mutex // guards the fields below
 	found    bool
-	none     bool // none was found once the output was open: it is not a TCP one
+	misses   int  // looks that found none once the output was open
+	none     bool // noConnLooks of them: the output is not a TCP one
 	tuple    tcpTuple
 	inode    uint64 // its socket, to tell when ffmpeg closes it
 	diag     diagConn
@@ -68,12 +69,18 @@ func (p *Proc) Conn() (ConnState, error) {
 		return ConnState{}, ErrNoConn
 	}
 	if !f.found {
+		open := false
+		select {
+		case <-p.ready: // ffmpeg connects before it reports its output open
+			open = true
+		default:
+		}
 		r, err := findConn(p.Pid(), func(t tcpTuple) bool { return f.isPrimary == nil || f.isPrimary(t.Remote) })
 		if err != nil {
-			select {
-			case <-p.ready: // ffmpeg connects before it opens its output: none will come
-				f.none = errors.Is(err, ErrNoConn)
-			default:
+			var notRead *lookError
+			if open && errors.Is(err, ErrNoConn) && !errors.As(err, &notRead) {
+				f.misses++
+				f.none = f.misses >= noConnLooks
 			}
 			return ConnState{}, err
 		}
@@ -113,19 +120,36 @@ func stateOf(lookup func(tcpTuple) (diagSock, error), t tcpTuple, peerGone *bool
 	return st, nil
 }
 
+// noConnLooks is how many looks after the output opened must find no
+// connection before Conn stops looking: a table read is not a snapshot, and
+// one may miss a row.
+const noConnLooks = 3
+
+// lookError is ErrNoConn because /proc could not be read (EMFILE, a process
+// going away): not evidence that there is no connection.
+type lookError struct{ err error }
+
+func (e *lookError) Error() string        { return "reading ffmpeg's sockets: " + e.err.Error() }
+func (e *lookError) Is(target error) bool { return target == ErrNoConn }
+
 // findConn returns the established TCP connection among pid's open files
 // that is wanted.
 func findConn(pid int, wanted func(tcpTuple) bool) (tcpRow, error) {
 	dir := "/proc/" + strconv.Itoa(pid)
 	inodes, err := socketInodes(dir + "/fd")
-	if err != nil || len(inodes) == 0 {
+	if err != nil {
+		return tcpRow{}, &lookError{err}
+	}
+	if len(inodes) == 0 {
 		return tcpRow{}, ErrNoConn
 	}
+	read := 0
 	for _, table := range []string{"/net/tcp", "/net/tcp6"} {
 		b, err := os.ReadFile(dir + table)
 		if err != nil {
 			continue // no IPv6 in this kernel
 		}
+		read++
 		rows, err := parseTCPTable(string(b))
 		if err != nil {
 			return tcpRow{}, fmt.Errorf("%s%s: %w", dir, table, err)
@@ -135,6 +159,9 @@ func findConn(pid int, wanted func(tcpTuple) bool) (tcpRow, error) {
 				return r, nil
 			}
 		}
+	}
+	if read == 0 {
+		return tcpRow{}, &lookError{errors.New("no TCP table")}
 	}
 	return tcpRow{}, ErrNoConn
 }

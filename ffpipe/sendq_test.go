@@ -255,8 +255,9 @@ func TestConnWithoutSocket(t *testing.T) {
 }
 
 // An output that is not a TCP connection (srt://, a file) is looked for in
-// /proc once the output is open, not at every look of the stall watch.
-func TestNoTCPOutputIsLookedForOnce(t *testing.T) {
+// /proc a few times once the output is open, not at every look of the stall
+// watch for ffmpeg's whole life.
+func TestANonTCPOutputIsGivenUpOn(t *testing.T) {
 	cfg, _ := fake(t, fakeffmpeg.Normal)
 	p, err := Start(t.Context(), cfg, quietLog())
 	if err != nil {
@@ -275,12 +276,25 @@ func TestNoTCPOutputIsLookedForOnce(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no progress report")
 	}
-	for range 2 {
+	for i := range noConnLooks {
+		if p.conn.none {
+			t.Fatalf("given up after %d looks, want %d", i, noConnLooks)
+		}
 		if _, err := p.Conn(); !errors.Is(err, ErrNoConn) {
 			t.Fatalf("%v, want ErrNoConn", err)
 		}
 	}
 	if !p.conn.none {
 		t.Error("the open output's lack of a connection is looked for again at every look")
+	}
+}
+
+// /proc that cannot be read says nothing about the connection: it is not
+// counted as a look that found none.
+func TestAnUnreadableProcIsNotNoConnection(t *testing.T) {
+	_, err := findConn(1<<30, func(tcpTuple) bool { return true }) // no such process
+	var notRead *lookError
+	if !errors.Is(err, ErrNoConn) || !errors.As(err, &notRead) {
+		t.Fatalf("%v: want ErrNoConn, marked as not read", err)
 	}
 }
