@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"fmt"
 	"io"
 	"os"
@@ -43,10 +42,7 @@ func (e env) startSection(b *strings.Builder, n int, lead time.Duration) {
 		fail(err)
 	}
 	defer rtmp.Stop()
-	first, err := firstFLV(e.audio, 100*time.Millisecond)
-	if err != nil {
-		fail(err)
-	}
+	first, _ := flvTags(chunks(e.audio, 100*time.Millisecond)[0], 0) // a session's first write
 	var all []startSteps
 	for i := range n {
 		st, err := measureStart(rtmp, fmt.Sprintf("start%d", i), first)
@@ -164,26 +160,4 @@ func measureStart(rtmp *rtmptest.Server, name string, first []byte) (startSteps,
 		return st, fmt.Errorf("no audio at the subscriber")
 	}
 	return st, nil
-}
-
-// firstFLV frames the first d of MP3 audio in FLV the way a session's
-// first write reaches ffmpeg: the FLV header, then one tag per frame.
-func firstFLV(mp3 []byte, d time.Duration) ([]byte, error) {
-	cmd := exec.Command("ffmpeg", "-hide_banner", "-loglevel", "error", "-f", "mp3", "-i", "pipe:0",
-		"-t", "1", "-c", "copy", "-flvflags", "no_metadata", "-f", "flv", "pipe:1")
-	cmd.Stdin = bytes.NewReader(mp3[:min(len(mp3), 64<<10)])
-	flv, err := cmd.Output()
-	if err != nil {
-		return nil, fmt.Errorf("framing MP3 in FLV: %w", err)
-	}
-	pos := 13 // header and the first PreviousTagSize
-	for pos+11 <= len(flv) {
-		size := int(binary.BigEndian.Uint32(flv[pos:pos+4]) & 0xffffff)
-		ts := time.Duration(int(flv[pos+4])<<16|int(flv[pos+5])<<8|int(flv[pos+6])|int(flv[pos+7])<<24) * time.Millisecond
-		if ts >= d {
-			break
-		}
-		pos += 11 + size + 4
-	}
-	return flv[:min(pos, len(flv))], nil
 }
